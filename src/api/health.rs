@@ -1,0 +1,42 @@
+//! Liveness and readiness. Models load before the listener opens, so a server that answers is ready.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+
+/// `GET /health`: the process is alive and answering.
+pub async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /ready`: every model is loaded and its inference threads are running.
+pub async fn ready(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let models: Vec<Value> = state
+        .engine
+        .models()
+        .iter()
+        .map(|m| {
+            json!({
+                "path": m.info.path,
+                "n_ctx": m.info.n_ctx,
+                "queue_depth": m.queue_depth(),
+            })
+        })
+        .collect();
+    Json(json!({"ready": true, "models": models}))
+}
+
+/// Any other path: 404 in the API's error shape.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::with_status(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {}", uri.path()),
+    )
+}

@@ -1,0 +1,76 @@
+//! The HTTP layer: routes, wire types and errors. Thin by design — parsing, validation of wire-only
+//! rules, and formatting; everything that changes a number lives in the engine.
+
+mod error;
+mod health;
+mod json;
+pub mod logprobs;
+mod models;
+mod tokens;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::engine::{Engine, Policy};
+
+/// What every handler can reach.
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub max_batch_items: usize,
+}
+
+impl AppState {
+    /// The policy a request's `model` names, or 404 listing the served ones.
+    pub fn policy(&self, name: &str) -> Result<&Arc<Policy>, ApiError> {
+        self.engine.policy(name).ok_or_else(|| {
+            let known: Vec<&str> = self
+                .engine
+                .policies()
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
+            ApiError::model_not_found(name, &known)
+        })
+    }
+}
+
+/// The application's routes; each API route is served under both `/v1` and `/inference/v1` (Fireworks).
+pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    let api = Router::new()
+        .route("/logprobs", post(logprobs::logprobs))
+        .route("/models", get(models::list));
+    Router::new()
+        .nest("/v1", api.clone())
+        .nest("/inference/v1", api)
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .fallback(health::not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// A response id: a prefix, the time and a per-process counter, unique within a server's life.
+pub fn new_id(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    format!("{prefix}-{t:x}-{n:x}")
+}
+
+/// Seconds since the Unix epoch, for `created`.
+pub fn unix_time() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

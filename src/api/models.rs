@@ -1,0 +1,31 @@
+//! `GET /v1/models`: one entry per policy, in the OpenAI list format with Fireworks' extra fields.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use super::{AppState, unix_time};
+
+/// Lists the served policies (the ids clients put in `model`).
+pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let created = unix_time();
+    let data: Vec<Value> = state
+        .engine
+        .policies()
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.name,
+                "object": "model",
+                "created": created,
+                "owned_by": "llama-scorer",
+                "context_length": p.n_ctx,
+                "supports_chat": p.supports_chat(),
+                "temperature": p.temperature,
+            })
+        })
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}

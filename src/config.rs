@@ -1,0 +1,421 @@
+//! Configuration: server settings and the policies it serves, read from YAML and/or the command line.
+//!
+//! Everything is validated here, before any model is loaded, so that a bad config stops start-up with a
+//! message that names the policy and the field instead of failing later inside llama.cpp.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default decode chunk (llama.cpp `n_batch` = `n_ubatch`). Part of the decode schedule, so it changes numbers.
+pub const DEFAULT_BATCH_SIZE: u32 = 512;
+/// Default context size when a policy does not set `n_ctx` (capped by the model's training context).
+pub const DEFAULT_N_CTX: u32 = 4096;
+
+/// A configuration error, always naming where the problem is (policy and field, or the file).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// The YAML file as written by the user (`policies:` plus an optional `server:` section).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    server: ServerSection,
+    policies: BTreeMap<String, PolicyEntry>,
+}
+
+/// Server settings that may come from YAML; the command line overrides each one.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// CPU threads for inference, divided between the inference threads of all models.
+    pub threads: Option<usize>,
+    /// Items that may wait in one model's queue before requests are refused with 429.
+    pub queue_size: Option<usize>,
+    /// Largest `items` list a single request may carry.
+    pub max_batch_items: Option<usize>,
+    /// Decode chunk size in tokens; fixed per server so that numbers do not depend on load.
+    pub batch_size: Option<u32>,
+    /// Largest request body in bytes.
+    pub max_body_bytes: Option<usize>,
+}
+
+/// One policy as written in YAML (the seed experiment's shape).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyEntry {
+    provider: Option<String>,
+    model: String,
+    temperature: Option<f64>,
+    seed: Option<u64>,
+    n_ctx: Option<u32>,
+    n_gpu_layers: Option<i32>,
+    system_prompt: Option<String>,
+    /// Jinja chat template that replaces the GGUF's own `tokenizer.chat_template`.
+    chat_template: Option<String>,
+}
+
+/// A validated policy: a name bound to a model file and the parameters that define the distribution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyConfig {
+    pub name: String,
+    /// Canonical path of the GGUF file: the key of the model pool.
+    pub model_path: PathBuf,
+    pub temperature: f64,
+    pub seed: Option<u64>,
+    /// Largest sequence (prompt + response tokens) this policy scores; `None` = server default.
+    pub n_ctx: Option<u32>,
+    pub n_gpu_layers: i32,
+    pub system_prompt: Option<String>,
+    pub chat_template: Option<String>,
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub threads: usize,
+    pub queue_size: usize,
+    pub max_batch_items: usize,
+    pub batch_size: u32,
+    pub max_body_bytes: usize,
+    pub policies: Vec<PolicyConfig>,
+}
+
+/// Command-line values that override the file (each `None` keeps the file's value or the default).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub server: ServerSection,
+}
+
+/// Smallest and largest temperature a policy or request may use: below 1e-3 the scaled logits leave the
+/// range where `exp` in f32 is meaningful, and no sampler uses such values.
+pub const TEMPERATURE_RANGE: (f64, f64) = (1e-3, 1e3);
+
+/// Checks a temperature, returning a message for the caller to attach to its field name.
+pub fn check_temperature(t: f64) -> Result<(), String> {
+    let (lo, hi) = TEMPERATURE_RANGE;
+    if !t.is_finite() || !(lo..=hi).contains(&t) {
+        return Err(format!("must be a number between {lo} and {hi}, got {t}"));
+    }
+    Ok(())
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get())
+}
+
+impl Config {
+    /// Reads and validates a YAML config file; relative model paths resolve against the file's folder.
+    pub fn from_file(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut text = String::new();
+        fs::File::open(path)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .map_err(|e| err(format!("cannot read config file {}: {e}", path.display())))?;
+        let file: ConfigFile = serde_yaml_ng::from_str(&text)
+            .map_err(|e| err(format!("invalid config file {}: {e}", path.display())))?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        if file.policies.is_empty() {
+            return Err(err(format!(
+                "config file {}: `policies` is empty; define at least one policy",
+                path.display()
+            )));
+        }
+        let mut policies = Vec::new();
+        for (name, entry) in file.policies {
+            policies.push(validate_policy(&name, entry, &base)?);
+        }
+        Self::assemble(file.server, overrides, policies)
+    }
+
+    /// A single-policy configuration for `serve --model FILE`, the policy named `alias`.
+    pub fn single_model(
+        model: &Path,
+        alias: Option<&str>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let name = match alias {
+            Some(a) => a.to_string(),
+            None => model
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .ok_or_else(|| err(format!("--model {}: not a file name", model.display())))?,
+        };
+        let entry = PolicyEntry {
+            provider: None,
+            model: model.to_string_lossy().into_owned(),
+            temperature: None,
+            seed: None,
+            n_ctx: None,
+            n_gpu_layers: None,
+            system_prompt: None,
+            chat_template: None,
+        };
+        let cwd = std::env::current_dir().map_err(|e| err(format!("current directory: {e}")))?;
+        let policy = validate_policy(&name, entry, &cwd)?;
+        Self::assemble(ServerSection::default(), overrides, vec![policy])
+    }
+
+    fn assemble(
+        file: ServerSection,
+        overrides: &Overrides,
+        policies: Vec<PolicyConfig>,
+    ) -> Result<Config, ConfigError> {
+        let o = &overrides.server;
+        let cfg = Config {
+            host: o
+                .host
+                .clone()
+                .or(file.host)
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            port: o.port.or(file.port).unwrap_or(8080),
+            threads: o.threads.or(file.threads).unwrap_or_else(default_threads),
+            queue_size: o.queue_size.or(file.queue_size).unwrap_or(1024),
+            max_batch_items: o.max_batch_items.or(file.max_batch_items).unwrap_or(256),
+            batch_size: o
+                .batch_size
+                .or(file.batch_size)
+                .unwrap_or(DEFAULT_BATCH_SIZE),
+            max_body_bytes: o
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(32 * 1024 * 1024),
+            policies,
+        };
+        cfg.check_server()?;
+        Ok(cfg)
+    }
+
+    fn check_server(&self) -> Result<(), ConfigError> {
+        if self.threads == 0 {
+            return Err(err("server.threads must be at least 1"));
+        }
+        if self.queue_size == 0 {
+            return Err(err("server.queue_size must be at least 1"));
+        }
+        if self.max_batch_items == 0 {
+            return Err(err("server.max_batch_items must be at least 1"));
+        }
+        if self.max_batch_items > self.queue_size {
+            return Err(err(format!(
+                "server.max_batch_items ({}) exceeds server.queue_size ({}): such a batch could never be queued",
+                self.max_batch_items, self.queue_size
+            )));
+        }
+        if !(1..=65536).contains(&self.batch_size) {
+            return Err(err("server.batch_size must be between 1 and 65536"));
+        }
+        // Policies that share a file share one loaded model, so load-time options must agree.
+        for (i, a) in self.policies.iter().enumerate() {
+            for b in &self.policies[..i] {
+                if a.model_path == b.model_path && a.n_gpu_layers != b.n_gpu_layers {
+                    return Err(err(format!(
+                        "policies.{}.n_gpu_layers ({}) differs from policies.{}.n_gpu_layers ({}); \
+                         both use {} and share one loaded model",
+                        a.name,
+                        a.n_gpu_layers,
+                        b.name,
+                        b.n_gpu_layers,
+                        a.model_path.display()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn expand_home(raw: &str) -> Result<PathBuf, String> {
+    if raw == "~" || raw.starts_with("~/") {
+        let home = std::env::var_os("HOME").ok_or("`~` used but HOME is not set")?;
+        let rest = raw.trim_start_matches('~').trim_start_matches('/');
+        return Ok(PathBuf::from(home).join(rest));
+    }
+    Ok(PathBuf::from(raw))
+}
+
+/// Checks that `path` is a readable GGUF file (by its magic bytes), returning its canonical path.
+pub fn check_gguf(path: &Path) -> Result<PathBuf, String> {
+    let canonical = path
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !canonical.is_file() {
+        return Err(format!("{} is not a file", canonical.display()));
+    }
+    let mut magic = [0u8; 4];
+    fs::File::open(&canonical)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(|e| format!("{}: cannot read: {e}", canonical.display()))?;
+    if &magic != b"GGUF" {
+        return Err(format!(
+            "{} is not a GGUF file (it does not start with the GGUF magic bytes)",
+            canonical.display()
+        ));
+    }
+    Ok(canonical)
+}
+
+fn validate_policy(name: &str, e: PolicyEntry, base: &Path) -> Result<PolicyConfig, ConfigError> {
+    let field = |f: &str, msg: String| err(format!("policies.{name}.{f}: {msg}"));
+    if name.is_empty() {
+        return Err(err("policies: a policy name may not be empty"));
+    }
+    if let Some(p) = &e.provider
+        && p != "llama_cpp"
+    {
+        return Err(field(
+            "provider",
+            format!("unsupported provider `{p}`; the only provider is `llama_cpp`"),
+        ));
+    }
+    let raw = expand_home(&e.model).map_err(|m| field("model", m))?;
+    let path = if raw.is_absolute() {
+        raw
+    } else {
+        base.join(raw)
+    };
+    let model_path = check_gguf(&path).map_err(|m| field("model", m))?;
+    let temperature = e.temperature.unwrap_or(1.0);
+    check_temperature(temperature).map_err(|m| field("temperature", m))?;
+    if let Some(n) = e.n_ctx
+        && n < 8
+    {
+        return Err(field("n_ctx", format!("must be at least 8, got {n}")));
+    }
+    let n_gpu_layers = e.n_gpu_layers.unwrap_or(-1);
+    if n_gpu_layers < -1 {
+        return Err(field(
+            "n_gpu_layers",
+            format!("must be -1 (all layers) or a layer count, got {n_gpu_layers}"),
+        ));
+    }
+    Ok(PolicyConfig {
+        name: name.to_string(),
+        model_path,
+        temperature,
+        seed: e.seed,
+        n_ctx: e.n_ctx,
+        n_gpu_layers,
+        system_prompt: e.system_prompt,
+        chat_template: e.chat_template,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(dir: &Path, name: &str, body: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        fs::File::create(&p).unwrap().write_all(body).unwrap();
+        p
+    }
+
+    fn fake_gguf(dir: &Path) -> PathBuf {
+        write(dir, "m.gguf", b"GGUF\x03\x00\x00\x00rest")
+    }
+
+    fn load(dir: &Path, yaml: &str) -> Result<Config, ConfigError> {
+        let cfg = write(dir, "c.yaml", yaml.as_bytes());
+        Config::from_file(&cfg, &Overrides::default())
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = fake_gguf(dir.path());
+        let cfg = load(
+            dir.path(),
+            "policies:\n  a: {provider: llama_cpp, model: m.gguf, temperature: 0.5}\n  b: {model: ./m.gguf}\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.policies.len(), 2);
+        assert_eq!(cfg.policies[0].model_path, m.canonicalize().unwrap());
+        assert_eq!(cfg.policies[0].model_path, cfg.policies[1].model_path);
+        assert_eq!(cfg.policies[0].temperature, 0.5);
+        assert_eq!(cfg.policies[1].temperature, 1.0);
+    }
+
+    #[test]
+    fn errors_name_the_policy_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_gguf(dir.path());
+        write(dir.path(), "not.gguf", b"hello world");
+        let cases = [
+            ("policies:\n  p0: {model: m.gguf, colour: red}\n", "colour"),
+            (
+                "policies:\n  p0: {model: missing.gguf}\n",
+                "policies.p0.model",
+            ),
+            ("policies:\n  p0: {model: not.gguf}\n", "not a GGUF"),
+            (
+                "policies:\n  p0: {model: m.gguf, temperature: hot}\n",
+                "temperature",
+            ),
+            (
+                "policies:\n  p0: {model: m.gguf, temperature: -1}\n",
+                "policies.p0.temperature",
+            ),
+            (
+                "policies:\n  p0: {model: m.gguf, provider: openai}\n",
+                "policies.p0.provider",
+            ),
+            ("policies:\n  p0: {model: m.gguf, n_ctx: -5}\n", "n_ctx"),
+            ("policies: {}\n", "empty"),
+            (
+                "server: {queue_size: 2, max_batch_items: 3}\npolicies:\n  p0: {model: m.gguf}\n",
+                "queue_size",
+            ),
+            (
+                "policies:\n  a: {model: m.gguf, n_gpu_layers: 0}\n  b: {model: m.gguf, n_gpu_layers: 5}\n",
+                "n_gpu_layers",
+            ),
+        ];
+        for (yaml, needle) in cases {
+            let e = load(dir.path(), yaml).expect_err(yaml).to_string();
+            assert!(
+                e.contains(needle),
+                "{yaml:?}: message {e:?} lacks {needle:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_field_error_names_the_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_gguf(dir.path());
+        let e = load(
+            dir.path(),
+            "policies:\n  p0: {model: m.gguf, colour: red}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("p0"), "{e}");
+    }
+
+    #[test]
+    fn home_is_expanded() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_gguf(dir.path());
+        // SAFETY: tests in this module do not read HOME concurrently with this write.
+        unsafe { std::env::set_var("HOME", dir.path()) };
+        let cfg = load(dir.path(), "policies:\n  p0: {model: ~/m.gguf}\n").unwrap();
+        assert!(cfg.policies[0].model_path.ends_with("m.gguf"));
+    }
+}

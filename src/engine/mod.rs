@@ -1,0 +1,107 @@
+//! The scoring engine: a pool of loaded GGUF models, their inference threads, and the policies that
+//! name them. Knows nothing of HTTP; the API layer and the batch command are thin front ends over it.
+
+mod backend;
+pub mod chat_template;
+pub mod logsoftmax;
+mod model;
+mod policy;
+pub mod types;
+pub mod vocab;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use model::{LoadedModel, ModelInfo};
+pub use policy::Policy;
+pub use types::*;
+
+use crate::config::Config;
+
+/// A start-up failure, naming the policy or model it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupError(pub String);
+
+/// All loaded models and the policies over them.
+pub struct Engine {
+    policies: Vec<Arc<Policy>>,
+    by_name: HashMap<String, usize>,
+    models: Vec<Arc<LoadedModel>>,
+}
+
+impl Engine {
+    /// Loads every model file once (policies naming the same file share it), starts the inference
+    /// threads, and compiles each policy's chat template. Blocks until all contexts exist.
+    pub fn start(cfg: &Config) -> Result<Engine, StartupError> {
+        backend::backend().map_err(StartupError)?;
+        // One entry per distinct file, in the order policies first name them.
+        let mut files: Vec<&std::path::Path> = Vec::new();
+        for p in &cfg.policies {
+            if !files.contains(&p.model_path.as_path()) {
+                files.push(&p.model_path);
+            }
+        }
+        let threads_per_worker = (cfg.threads / files.len()).max(1);
+        let mut models = Vec::new();
+        for path in files {
+            let users: Vec<_> = cfg
+                .policies
+                .iter()
+                .filter(|p| p.model_path == path)
+                .collect();
+            let model = LoadedModel::load(
+                path,
+                users[0].n_gpu_layers,
+                users.iter().map(|p| p.n_ctx).collect(),
+                model::QueueSettings {
+                    capacity: cfg.queue_size,
+                    workers: 1,
+                    threads_per_worker,
+                    chunk: cfg.batch_size,
+                },
+            )
+            .map_err(|e| {
+                let names: Vec<_> = users
+                    .iter()
+                    .map(|p| format!("policies.{}", p.name))
+                    .collect();
+                StartupError(format!("{}.model: {e}", names.join(", ")))
+            })?;
+            models.push(Arc::new(model));
+        }
+        let mut policies = Vec::new();
+        let mut by_name = HashMap::new();
+        for p in &cfg.policies {
+            let model = models
+                .iter()
+                .find(|m| m.info.path == p.model_path)
+                .expect("every policy's model was loaded")
+                .clone();
+            let policy = Policy::new(p, model).map_err(StartupError)?;
+            by_name.insert(p.name.clone(), policies.len());
+            policies.push(Arc::new(policy));
+        }
+        Ok(Engine {
+            policies,
+            by_name,
+            models,
+        })
+    }
+
+    /// The policy a request names, if it exists.
+    pub fn policy(&self, name: &str) -> Option<&Arc<Policy>> {
+        self.by_name.get(name).map(|&i| &self.policies[i])
+    }
+
+    /// All policies, in configuration order.
+    pub fn policies(&self) -> &[Arc<Policy>] {
+        &self.policies
+    }
+
+    /// All loaded models (one per distinct GGUF file).
+    pub fn models(&self) -> &[Arc<LoadedModel>] {
+        &self.models
+    }
+}

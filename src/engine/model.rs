@@ -1,0 +1,211 @@
+//! One loaded GGUF file: the llama.cpp model, its vocabulary, and the bounded queue feeding its
+//! inference threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::backend::backend;
+use super::types::{ItemScore, PreparedItem, ScoreError};
+use super::vocab::Vocabulary;
+use super::worker::{self, Job, JobOptions, WorkerSettings};
+use crate::config::DEFAULT_N_CTX;
+
+/// How a model's queue and inference threads are sized.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSettings {
+    /// Items that may wait in the queue.
+    pub capacity: usize,
+    /// Inference threads (one llama.cpp context each).
+    pub workers: usize,
+    /// CPU threads each context uses for its decodes.
+    pub threads_per_worker: usize,
+    /// Decode chunk size in tokens.
+    pub chunk: u32,
+}
+
+/// Facts about a loaded model that policies and the API report.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// Canonical path: the pool's key.
+    pub path: PathBuf,
+    /// Context size the model was trained with.
+    pub n_ctx_train: u32,
+    /// Context size of its inference threads (the largest `n_ctx` of the policies using it).
+    pub n_ctx: u32,
+    /// The GGUF's own `tokenizer.chat_template`, if it has one.
+    pub chat_template: Option<String>,
+    /// Parameters and bytes of the weights.
+    pub n_params: u64,
+    pub size_bytes: u64,
+    pub n_gpu_layers: i32,
+}
+
+/// A model loaded once and shared by every policy that names its file.
+pub struct LoadedModel {
+    pub info: ModelInfo,
+    pub llama: Arc<LlamaModel>,
+    pub vocab: Vocabulary,
+    queue: mpsc::Sender<Job>,
+    admission: Arc<Semaphore>,
+    capacity: usize,
+}
+
+/// The context size a policy gets when it does not set `n_ctx`.
+pub fn default_n_ctx(n_ctx_train: u32) -> u32 {
+    DEFAULT_N_CTX.min(n_ctx_train.max(8))
+}
+
+impl LoadedModel {
+    /// Loads `path` and starts its inference threads; `policy_n_ctx` lists the `n_ctx` of each policy
+    /// using the file (`None` = default), which sizes the contexts.
+    pub fn load(
+        path: &Path,
+        n_gpu_layers: i32,
+        policy_n_ctx: Vec<Option<u32>>,
+        settings: QueueSettings,
+    ) -> Result<LoadedModel, String> {
+        let started = Instant::now();
+        let layers = if n_gpu_layers < 0 {
+            u32::MAX
+        } else {
+            n_gpu_layers as u32
+        };
+        let params = LlamaModelParams::default().with_n_gpu_layers(layers);
+        let llama = LlamaModel::load_from_file(backend()?, path, &params)
+            .map_err(|e| format!("llama.cpp could not load {}: {e}", path.display()))?;
+        let llama = Arc::new(llama);
+        let vocab = Vocabulary::from_model(&llama);
+        if vocab.is_empty() {
+            return Err(format!("{} has an empty vocabulary", path.display()));
+        }
+        let n_ctx_train = llama.n_ctx_train();
+        let n_ctx = policy_n_ctx
+            .iter()
+            .map(|n| n.unwrap_or_else(|| default_n_ctx(n_ctx_train)))
+            .max()
+            .unwrap_or_else(|| default_n_ctx(n_ctx_train));
+        let chat_template = llama
+            .chat_template(None)
+            .ok()
+            .and_then(|t| t.to_string().ok());
+        let info = ModelInfo {
+            path: path.to_path_buf(),
+            n_ctx_train,
+            n_ctx,
+            chat_template,
+            n_params: llama.n_params(),
+            size_bytes: llama.size(),
+            n_gpu_layers,
+        };
+
+        let (tx, rx) = mpsc::channel(settings.capacity);
+        let rx = Arc::new(Mutex::new(rx));
+        let worker_settings = WorkerSettings {
+            n_ctx,
+            chunk: settings.chunk.min(n_ctx),
+            threads: settings.threads_per_worker as i32,
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let name = path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for i in 0..settings.workers {
+            let (m, r, ready) = (llama.clone(), rx.clone(), ready_tx.clone());
+            std::thread::Builder::new()
+                .name(format!("infer-{i}-{name}"))
+                .spawn(move || worker::run(m, worker_settings, r, ready))
+                .map_err(|e| format!("cannot start an inference thread: {e}"))?;
+        }
+        for _ in 0..settings.workers {
+            ready_rx
+                .recv()
+                .map_err(|_| "an inference thread died while starting".to_string())??;
+        }
+        tracing::info!(
+            model = %path.display(),
+            n_params = info.n_params,
+            size_mib = info.size_bytes / (1 << 20),
+            n_ctx,
+            n_ctx_train,
+            workers = settings.workers,
+            threads_per_worker = settings.threads_per_worker,
+            chunk = worker_settings.chunk,
+            seconds = started.elapsed().as_secs_f64(),
+            "model loaded"
+        );
+        Ok(LoadedModel {
+            info,
+            llama,
+            vocab,
+            queue: tx,
+            admission: Arc::new(Semaphore::new(settings.capacity)),
+            capacity: settings.capacity,
+        })
+    }
+
+    /// A short name for logs and errors.
+    pub fn display_name(&self) -> String {
+        self.info
+            .path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Items waiting in the queue now.
+    pub fn queue_depth(&self) -> usize {
+        self.capacity - self.admission.available_permits()
+    }
+
+    /// Queues every item (all or none: a batch that does not fit is refused with `QueueFull`) and waits
+    /// for their scores, in order. Dropping the returned future abandons the items still queued.
+    pub async fn score(
+        &self,
+        items: Vec<Arc<PreparedItem>>,
+        options: JobOptions,
+    ) -> Result<Vec<ItemScore>, ScoreError> {
+        let n = items.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let full = || ScoreError::QueueFull {
+            model: self.display_name(),
+            capacity: self.capacity,
+            retry_after_secs: 1,
+        };
+        let mut permits = self
+            .admission
+            .clone()
+            .try_acquire_many_owned(u32::try_from(n).map_err(|_| full())?)
+            .map_err(|_| full())?;
+        let mut receivers = Vec::with_capacity(n);
+        for item in items {
+            let permit = permits.split(1).expect("one permit per item");
+            let (reply, rx) = oneshot::channel();
+            let job = Job {
+                item,
+                options,
+                reply,
+                permit,
+            };
+            self.queue.send(job).await.map_err(|_| {
+                ScoreError::Unavailable("the inference threads have stopped".into())
+            })?;
+            receivers.push(rx);
+        }
+        let mut out = Vec::with_capacity(n);
+        for rx in receivers {
+            let result = rx.await.map_err(|_| {
+                ScoreError::Unavailable("an inference thread stopped before answering".into())
+            })?;
+            out.push(result?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,183 @@
+//! A policy: a named distribution over responses (model file, temperature, system prompt, template).
+//! It turns an item into the exact token sequence to score, and scores prepared items on its model.
+
+use std::sync::Arc;
+
+use super::chat_template::{ChatMessage, ChatTemplate};
+use super::model::{LoadedModel, default_n_ctx};
+use super::types::{
+    ItemInput, ItemScore, PreparedItem, PromptInput, ResponseInput, ScoreError, ScoreOptions,
+};
+use super::vocab::TokenId;
+use super::worker::JobOptions;
+use crate::config::PolicyConfig;
+
+/// A configured policy bound to its (shared) loaded model.
+pub struct Policy {
+    pub name: String,
+    pub model: Arc<LoadedModel>,
+    /// Default temperature for `sampling_logprob`.
+    pub temperature: f64,
+    pub seed: Option<u64>,
+    /// Longest sequence (prompt + response tokens) this policy scores.
+    pub n_ctx: usize,
+    pub system_prompt: Option<String>,
+    template: Option<ChatTemplate>,
+}
+
+impl Policy {
+    /// Binds a policy to its model and compiles its chat template (the override, else the GGUF's).
+    pub fn new(cfg: &PolicyConfig, model: Arc<LoadedModel>) -> Result<Policy, String> {
+        let source = cfg
+            .chat_template
+            .as_deref()
+            .or(model.info.chat_template.as_deref());
+        let template = source
+            .map(|s| ChatTemplate::new(s, &model.vocab.bos_text, &model.vocab.eos_text))
+            .transpose()
+            .map_err(|e| format!("policies.{}.chat_template: {e:#}", cfg.name))?;
+        let n_ctx = cfg
+            .n_ctx
+            .unwrap_or_else(|| default_n_ctx(model.info.n_ctx_train)) as usize;
+        Ok(Policy {
+            name: cfg.name.clone(),
+            temperature: cfg.temperature,
+            seed: cfg.seed,
+            n_ctx,
+            system_prompt: cfg.system_prompt.clone(),
+            template,
+            model,
+        })
+    }
+
+    /// Whether `messages` prompts can be rendered (the model or the config supplies a chat template).
+    pub fn supports_chat(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// Renders a conversation as the policy's prompt text: its system prompt first, then the messages,
+    /// then the generation prompt, through the chat template.
+    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, ScoreError> {
+        let template = self.template.as_ref().ok_or_else(|| {
+            ScoreError::invalid(
+                "messages",
+                format!(
+                    "policy `{}` has no chat template (its GGUF has none and the config sets no \
+                     chat_template); send a `prompt` instead",
+                    self.name
+                ),
+            )
+        })?;
+        let mut all = Vec::with_capacity(messages.len() + 1);
+        if let Some(system) = &self.system_prompt {
+            if messages.first().is_some_and(|m| m.role == "system") {
+                return Err(ScoreError::invalid(
+                    "messages[0]",
+                    format!(
+                        "policy `{}` defines its own system prompt, so the messages may not start \
+                         with a system message",
+                        self.name
+                    ),
+                ));
+            }
+            all.push(ChatMessage {
+                role: "system".into(),
+                content: system.clone(),
+                name: None,
+            });
+        }
+        all.extend_from_slice(messages);
+        template
+            .render(&all, true)
+            .map_err(|e| ScoreError::invalid("messages", format!("chat template: {e:#}")))
+    }
+
+    /// Tokenizes an item into the sequence to score, checking every limit. CPU work: call it off the
+    /// async runtime for large batches.
+    pub fn prepare(
+        &self,
+        item: &ItemInput,
+        options: &ScoreOptions,
+    ) -> Result<PreparedItem, ScoreError> {
+        let model = &self.model;
+        let vocab = &model.vocab;
+        let ids = |field: &str, raw: &[i64]| -> Result<Vec<TokenId>, ScoreError> {
+            raw.iter()
+                .enumerate()
+                .map(|(i, &t)| {
+                    vocab
+                        .check_id(t)
+                        .map_err(|m| ScoreError::invalid(format!("{field}[{i}]"), m))
+                })
+                .collect()
+        };
+        let (mut tokens, prompt_field) = match &item.prompt {
+            PromptInput::Text(text) => (vocab.tokenize_prompt(&model.llama, text), "prompt"),
+            PromptInput::Messages(messages) => {
+                if messages.is_empty() {
+                    return Err(ScoreError::invalid("messages", "must not be empty"));
+                }
+                let text = self.render_chat(messages)?;
+                (vocab.tokenize_prompt(&model.llama, &text), "messages")
+            }
+            PromptInput::TokenIds(raw) => (ids("prompt_token_ids", raw)?, "prompt_token_ids"),
+        };
+        if tokens.is_empty() {
+            return Err(ScoreError::invalid(
+                prompt_field,
+                "the prompt is empty and this model adds no BOS token, so the first response token \
+                 would have no context to be scored in; give a non-empty prompt",
+            ));
+        }
+        let prompt_len = tokens.len();
+        let response = match &item.response {
+            ResponseInput::Text(text) => vocab
+                .tokenize_response(&model.llama, text)
+                .map_err(|m| ScoreError::invalid("response", m))?,
+            ResponseInput::TokenIds(raw) => ids("response_token_ids", raw)?,
+        };
+        tokens.extend_from_slice(&response);
+        let end_of_turn = if options.score_end_of_turn {
+            Some(vocab.end_of_turn.ok_or_else(|| {
+                ScoreError::invalid(
+                    "score_end_of_turn",
+                    "this model defines no end-of-turn or end-of-sequence token",
+                )
+            })?)
+        } else {
+            None
+        };
+        if tokens.len() > self.n_ctx {
+            return Err(ScoreError::TooLong {
+                field: match item.response {
+                    ResponseInput::Text(_) => "response".into(),
+                    ResponseInput::TokenIds(_) => "response_token_ids".into(),
+                },
+                tokens: tokens.len(),
+                prompt_tokens: prompt_len,
+                response_tokens: response.len(),
+                limit: self.n_ctx,
+                policy: self.name.clone(),
+            });
+        }
+        Ok(PreparedItem {
+            tokens,
+            prompt_len,
+            end_of_turn,
+        })
+    }
+
+    /// Scores prepared items on this policy's model, in order.
+    pub async fn score(
+        &self,
+        items: Vec<Arc<PreparedItem>>,
+        options: &ScoreOptions,
+    ) -> Result<Vec<ItemScore>, ScoreError> {
+        let job = JobOptions {
+            echo: options.echo,
+            top_logprobs: options.top_logprobs,
+            temperature: options.temperature,
+        };
+        self.model.score(items, job).await
+    }
+}

@@ -1,0 +1,188 @@
+//! The engine's request and result types: what to score, how, and what came out. Free of HTTP types so
+//! every front end (the native API, the Fireworks/OpenAI API, the batch command) shares one contract.
+
+use super::chat_template::ChatMessage;
+use super::vocab::TokenId;
+
+/// The conditioning context of an item.
+#[derive(Debug, Clone)]
+pub enum PromptInput {
+    /// Raw text; control-token strings in it are parsed as control tokens.
+    Text(String),
+    /// A conversation, rendered with the policy's chat template (`add_generation_prompt = true`).
+    Messages(Vec<ChatMessage>),
+    /// Token ids taken verbatim (no BOS is added).
+    TokenIds(Vec<i64>),
+}
+
+/// The text being scored.
+#[derive(Debug, Clone)]
+pub enum ResponseInput {
+    /// Plain text; a control-token string in it is scored as the characters it is.
+    Text(String),
+    /// Token ids taken verbatim.
+    TokenIds(Vec<i64>),
+}
+
+/// One prompt/response pair to score.
+#[derive(Debug, Clone)]
+pub struct ItemInput {
+    pub prompt: PromptInput,
+    pub response: ResponseInput,
+}
+
+/// Options that apply to every item of a request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreOptions {
+    /// How many most-likely alternatives to return per scored position (0–20).
+    pub top_logprobs: usize,
+    /// Also score the prompt tokens (each given the tokens before it).
+    pub echo: bool,
+    /// Also score the end-of-turn token after the response.
+    pub score_end_of_turn: bool,
+    /// Temperature for `sampling_logprob`.
+    pub temperature: f64,
+}
+
+/// An item after tokenization: the exact sequence the model sees and where the response starts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PreparedItem {
+    /// Prompt tokens followed by response tokens.
+    pub tokens: Vec<TokenId>,
+    /// Number of prompt tokens (≥ 1).
+    pub prompt_len: usize,
+    /// The end-of-turn token to score after the response, when asked for.
+    pub end_of_turn: Option<TokenId>,
+}
+
+impl PreparedItem {
+    /// Number of response tokens.
+    pub fn response_len(&self) -> usize {
+        self.tokens.len() - self.prompt_len
+    }
+}
+
+/// One of the most likely tokens at a position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TopEntry {
+    pub token: TokenId,
+    pub logprob: f64,
+    pub sampling_logprob: f64,
+}
+
+/// The scores of one token given everything before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenScore {
+    pub token: TokenId,
+    /// log softmax(z)[token] at temperature 1.
+    pub logprob: f64,
+    /// log softmax(z / T)[token] at the request's temperature.
+    pub sampling_logprob: f64,
+    /// The k most likely tokens, most likely first (k = `top_logprobs`).
+    pub top: Vec<TopEntry>,
+}
+
+/// The scores of one item, in sequence order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemScore {
+    /// Scores of prompt tokens 1..P (only with `echo`; token 0 has no context and no score).
+    pub prompt: Vec<TokenScore>,
+    /// Scores of the response tokens.
+    pub response: Vec<TokenScore>,
+    /// Score of the end-of-turn token after the response (only with `score_end_of_turn`).
+    pub end_of_turn: Option<TokenScore>,
+}
+
+impl ItemScore {
+    /// The scored tokens that make up log π(response | prompt): the response and, if asked, end of turn.
+    pub fn scored(&self) -> impl Iterator<Item = &TokenScore> {
+        self.response.iter().chain(self.end_of_turn.iter())
+    }
+
+    /// log π(response | prompt) at temperature 1: the f64 sum of the scored tokens, in order.
+    pub fn logprob(&self) -> f64 {
+        self.scored().map(|t| t.logprob).sum()
+    }
+
+    /// The same sum at the request's temperature.
+    pub fn sampling_logprob(&self) -> f64 {
+        self.scored().map(|t| t.sampling_logprob).sum()
+    }
+
+    /// Sum over the echoed prompt tokens that have a context (all but the first).
+    pub fn prompt_logprob(&self) -> f64 {
+        self.prompt.iter().map(|t| t.logprob).sum()
+    }
+}
+
+/// Why an item or request could not be scored. Each variant maps to one HTTP status in the API layer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ScoreError {
+    /// The input is invalid; `field` names it relative to the item (e.g. `response_token_ids[3]`).
+    #[error("{field}: {message}")]
+    InvalidInput { field: String, message: String },
+    /// The sequence does not fit the policy's context.
+    #[error(
+        "{field}: the sequence has {tokens} tokens ({prompt_tokens} prompt + {response_tokens} response), \
+         more than n_ctx = {limit} of policy `{policy}`"
+    )]
+    TooLong {
+        field: String,
+        tokens: usize,
+        prompt_tokens: usize,
+        response_tokens: usize,
+        limit: usize,
+        policy: String,
+    },
+    /// The model's queue is full; retry after the given number of seconds.
+    #[error(
+        "the queue of model `{model}` is full ({capacity} items); retry in {retry_after_secs} s"
+    )]
+    QueueFull {
+        model: String,
+        capacity: usize,
+        retry_after_secs: u64,
+    },
+    /// The engine is shutting down or its inference threads are gone.
+    #[error("the inference engine is not available: {0}")]
+    Unavailable(String),
+    /// A failure inside llama.cpp (decode error, non-finite logits).
+    #[error("inference failed: {0}")]
+    Internal(String),
+}
+
+impl ScoreError {
+    /// An invalid-input error for `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ScoreError {
+        ScoreError::InvalidInput {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error with `prefix.` put in front of its field (e.g. `items[3].`).
+    pub fn within(self, prefix: &str) -> ScoreError {
+        match self {
+            ScoreError::InvalidInput { field, message } => ScoreError::InvalidInput {
+                field: format!("{prefix}.{field}"),
+                message,
+            },
+            ScoreError::TooLong {
+                field,
+                tokens,
+                prompt_tokens,
+                response_tokens,
+                limit,
+                policy,
+            } => ScoreError::TooLong {
+                field: format!("{prefix}.{field}"),
+                tokens,
+                prompt_tokens,
+                response_tokens,
+                limit,
+                policy,
+            },
+            other => other,
+        }
+    }
+}

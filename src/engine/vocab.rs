@@ -1,0 +1,132 @@
+//! Tokenization with an exact prompt/response boundary, and the per-token byte pieces used in answers.
+//!
+//! The prompt and the response are tokenized separately and concatenated, so no token ever spans the
+//! boundary. The prompt is tokenized with control tokens parsed (as HF tokenizers and llama.cpp's server do);
+//! the response is plain text, and its tokens' bytes must concatenate to the response exactly — otherwise
+//! the item is refused rather than scored against a different string.
+
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+
+/// A token id as used throughout the engine (llama.cpp's `llama_token`).
+pub type TokenId = i32;
+
+/// The tokenizer facts scoring depends on, read once from the GGUF, plus every token's bytes.
+pub struct Vocabulary {
+    /// Bytes of each token as llama.cpp renders it (control tokens as their text).
+    pieces: Vec<Box<[u8]>>,
+    /// BOS token, when the model has one.
+    pub bos: Option<TokenId>,
+    /// Whether the model's metadata asks for BOS at the start of every sequence.
+    pub add_bos: bool,
+    /// The token that ends an assistant turn (llama.cpp's EOT, else EOS).
+    pub end_of_turn: Option<TokenId>,
+    /// BOS and EOS as text, for chat templates (`bos_token`, `eos_token`).
+    pub bos_text: String,
+    pub eos_text: String,
+}
+
+fn optional(t: LlamaToken) -> Option<TokenId> {
+    (t.0 >= 0).then_some(t.0)
+}
+
+impl Vocabulary {
+    /// Reads the vocabulary of a loaded model (a few hundred ms for a 262k vocabulary, once per model).
+    pub fn from_model(model: &LlamaModel) -> Vocabulary {
+        let vocab = model.vocab();
+        let pieces = vocab
+            .tokens()
+            .map(|t| vocab.token_to_piece(t, true, None).into_boxed_slice())
+            .collect::<Vec<_>>();
+        let bos = optional(vocab.bos());
+        let eos = optional(vocab.eos());
+        let end_of_turn = optional(vocab.eot()).or(eos);
+        let text = |t: Option<TokenId>| {
+            t.map(|id| String::from_utf8_lossy(&pieces[id as usize]).into_owned())
+                .unwrap_or_default()
+        };
+        Vocabulary {
+            bos,
+            add_bos: vocab.should_add_bos() && bos.is_some(),
+            end_of_turn,
+            bos_text: text(bos),
+            eos_text: text(eos),
+            pieces,
+        }
+    }
+
+    /// Number of tokens in the vocabulary.
+    pub fn len(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// Whether the vocabulary is empty (never, for a usable model).
+    pub fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// The bytes of one token; `id` must be valid (see [`Vocabulary::check_id`]).
+    pub fn piece(&self, id: TokenId) -> &[u8] {
+        &self.pieces[id as usize]
+    }
+
+    /// Checks a client-supplied token id, returning a message for the caller to attach to its field.
+    pub fn check_id(&self, id: i64) -> Result<TokenId, String> {
+        if (0..self.pieces.len() as i64).contains(&id) {
+            Ok(id as TokenId)
+        } else {
+            Err(format!(
+                "token id {id} is outside the vocabulary (0..{})",
+                self.pieces.len()
+            ))
+        }
+    }
+
+    /// Tokenizes a prompt: control-token text becomes control tokens, and BOS is prepended exactly when
+    /// the model asks for it and the text does not already start with it (chat templates often write it).
+    pub fn tokenize_prompt(&self, model: &LlamaModel, text: &str) -> Vec<TokenId> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 2);
+        if self.add_bos {
+            out.push(self.bos.expect("add_bos implies a BOS token"));
+        }
+        let body = raw_tokenize(model, text, true);
+        if self.add_bos && body.first() == self.bos.as_ref() {
+            out.clear();
+        }
+        out.extend(body);
+        out
+    }
+
+    /// Tokenizes a response as plain text and checks that its tokens' bytes are exactly the response.
+    pub fn tokenize_response(
+        &self,
+        model: &LlamaModel,
+        text: &str,
+    ) -> Result<Vec<TokenId>, String> {
+        let tokens = raw_tokenize(model, text, false);
+        let mut joined = Vec::with_capacity(text.len());
+        for &t in &tokens {
+            joined.extend_from_slice(self.piece(t));
+        }
+        if joined != text.as_bytes() {
+            return Err(format!(
+                "this model's tokenizer does not reproduce the response exactly (its tokens spell {:?}); \
+                 send response_token_ids instead",
+                String::from_utf8_lossy(&joined)
+            ));
+        }
+        Ok(tokens)
+    }
+}
+
+fn raw_tokenize(model: &LlamaModel, text: &str, parse_special: bool) -> Vec<TokenId> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    model
+        .vocab()
+        .tokenize(text.as_bytes(), false, parse_special)
+        .into_iter()
+        .map(|t| t.0)
+        .collect()
+}

@@ -1,0 +1,218 @@
+//! Inference threads: each owns one llama.cpp context and scores one sequence at a time.
+//!
+//! The decode schedule is a function of the sequence alone — the prompt in `chunk`-token decodes from
+//! position 0, then the response in `chunk`-token decodes from the prompt's end, with the context's memory
+//! cleared before every item — so the numbers for an item never depend on what else is queued, which thread
+//! runs it, or how busy the server is. Logits are requested only at positions whose next token is scored.
+
+use std::sync::{Arc, Mutex};
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use rayon::prelude::*;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+
+use super::backend::backend;
+use super::logsoftmax::{self, Temperature};
+use super::types::{ItemScore, PreparedItem, ScoreError, TokenScore, TopEntry};
+use super::vocab::TokenId;
+
+/// What a job asks for beyond the tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct JobOptions {
+    pub echo: bool,
+    pub top_logprobs: usize,
+    pub temperature: f64,
+}
+
+/// One item waiting for an inference thread.
+pub struct Job {
+    pub item: Arc<PreparedItem>,
+    pub options: JobOptions,
+    pub reply: oneshot::Sender<Result<ItemScore, ScoreError>>,
+    /// The item's place in the bounded queue, given back as soon as a thread takes the job.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Shared receiving end of a model's queue: whichever idle thread locks it takes the next job.
+pub type SharedReceiver = Arc<Mutex<mpsc::Receiver<Job>>>;
+
+/// Settings of one inference thread's context.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerSettings {
+    pub n_ctx: u32,
+    pub chunk: u32,
+    pub threads: i32,
+}
+
+/// llama.cpp's context creation mutates the model, so contexts are created one at a time.
+static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
+
+/// Body of an inference thread: create the context, report readiness, then serve jobs until the queue
+/// closes. A job whose requester has gone away is dropped without being computed.
+pub fn run(
+    model: Arc<LlamaModel>,
+    settings: WorkerSettings,
+    jobs: SharedReceiver,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let params = LlamaContextParams::default()
+        .with_n_ctx(std::num::NonZeroU32::new(settings.n_ctx))
+        .with_n_batch(settings.chunk)
+        .with_n_ubatch(settings.chunk)
+        .with_n_seq_max(1)
+        .with_n_threads(settings.threads)
+        .with_n_threads_batch(settings.threads);
+    let created = {
+        let _guard = CONTEXT_CREATION.lock().unwrap_or_else(|e| e.into_inner());
+        backend().and_then(|b| {
+            model
+                .new_context(b, params)
+                .map_err(|e| format!("cannot create a llama.cpp context: {e}"))
+        })
+    };
+    let mut ctx = match created {
+        Ok(ctx) => {
+            let _ = ready.send(Ok(()));
+            ctx
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let mut batch = LlamaBatch::new(settings.chunk as usize, 1);
+    loop {
+        let job = {
+            let mut rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            rx.blocking_recv()
+        };
+        let Some(job) = job else { break };
+        let Job {
+            item,
+            options,
+            reply,
+            permit,
+        } = job;
+        drop(permit);
+        if reply.is_closed() {
+            continue;
+        }
+        let result = score_sequence(
+            &mut ctx,
+            &mut batch,
+            settings.chunk as usize,
+            &item,
+            options,
+            &reply,
+        );
+        let _ = reply.send(result);
+    }
+}
+
+/// Where logits are needed: positions `first..end` (the logits at position q score token q + 1).
+fn logit_positions(item: &PreparedItem, echo: bool) -> std::ops::Range<usize> {
+    let n = item.tokens.len();
+    let first = if echo { 0 } else { item.prompt_len - 1 };
+    let end = if item.end_of_turn.is_some() { n } else { n - 1 };
+    first..end.max(first)
+}
+
+fn score_sequence(
+    ctx: &mut LlamaContext<'_>,
+    batch: &mut LlamaBatch<'_>,
+    chunk: usize,
+    item: &PreparedItem,
+    options: JobOptions,
+    reply: &oneshot::Sender<Result<ItemScore, ScoreError>>,
+) -> Result<ItemScore, ScoreError> {
+    let tokens = &item.tokens;
+    let n = tokens.len();
+    let p = item.prompt_len;
+    let wanted = logit_positions(item, options.echo);
+    let temperature = Temperature::new(options.temperature);
+    let target = |q: usize| -> TokenId {
+        if q + 1 < n {
+            tokens[q + 1]
+        } else {
+            item.end_of_turn
+                .expect("a logit at the last position implies end of turn")
+        }
+    };
+    let mut scores: Vec<TokenScore> = Vec::with_capacity(wanted.len());
+    if !wanted.is_empty() {
+        ctx.clear_kv_cache();
+        for segment in [0..p, p..n] {
+            for start in segment.clone().step_by(chunk) {
+                if reply.is_closed() {
+                    return Err(ScoreError::Unavailable("the client went away".into()));
+                }
+                let end = (start + chunk).min(segment.end);
+                batch.clear();
+                for q in start..end {
+                    batch
+                        .add(LlamaToken(tokens[q]), q as i32, &[0], wanted.contains(&q))
+                        .map_err(|e| ScoreError::Internal(format!("batch: {e}")))?;
+                }
+                ctx.decode(batch)
+                    .map_err(|e| ScoreError::Internal(format!("llama_decode: {e}")))?;
+                let rows: Vec<(&[f32], TokenId)> = (start..end)
+                    .filter(|q| wanted.contains(q))
+                    .map(|q| (ctx.get_logits_ith((q - start) as i32), target(q)))
+                    .collect();
+                let chunk_scores: Result<Vec<TokenScore>, ScoreError> = rows
+                    .par_iter()
+                    .with_min_len(4)
+                    .map(|&(row, token)| score_row(row, token, &temperature, options.top_logprobs))
+                    .collect();
+                scores.extend(chunk_scores?);
+            }
+        }
+    }
+    // Split the positional scores back into prompt, response and end of turn.
+    let prompt_count = if options.echo { p - 1 } else { 0 };
+    let mut rest = scores.split_off(prompt_count.min(scores.len()));
+    let end_of_turn = if item.end_of_turn.is_some() {
+        rest.pop()
+    } else {
+        None
+    };
+    Ok(ItemScore {
+        prompt: scores,
+        response: rest,
+        end_of_turn,
+    })
+}
+
+/// Scores one position: the target token's log-probabilities and the top alternatives.
+fn score_row(
+    row: &[f32],
+    token: TokenId,
+    temperature: &Temperature,
+    top_k: usize,
+) -> Result<TokenScore, ScoreError> {
+    let stats =
+        logsoftmax::row_stats(row, temperature).map_err(|e| ScoreError::Internal(e.to_string()))?;
+    let (logprob, sampling_logprob) =
+        logsoftmax::token_logprobs(row[token as usize], &stats, temperature);
+    let top = logsoftmax::top_k(row, top_k)
+        .into_iter()
+        .map(|(id, z)| {
+            let (lp, slp) = logsoftmax::token_logprobs(z, &stats, temperature);
+            TopEntry {
+                token: id as TokenId,
+                logprob: lp,
+                sampling_logprob: slp,
+            }
+        })
+        .collect();
+    Ok(TokenScore {
+        token,
+        logprob,
+        sampling_logprob,
+        top,
+    })
+}

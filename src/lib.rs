@@ -1,0 +1,7 @@
+//! llama-scorer: exact, reproducible teacher-forcing log-probabilities over llama.cpp, served over HTTP
+//! in the native `/v1/logprobs` shape and (later) the Fireworks/OpenAI wire format.
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod server;

@@ -1,0 +1,131 @@
+//! Command line: `llama-scorer serve` starts the HTTP service.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use llama_scorer::config::{Config, Overrides, ServerSection};
+use llama_scorer::server::{Server, shutdown_signal};
+
+#[derive(Parser)]
+#[command(
+    name = "llama-scorer",
+    version,
+    about = "Exact teacher-forcing log-probabilities over llama.cpp"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the policies of a config file, or one GGUF model, over HTTP.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// YAML file with `policies:` (and optionally `server:`).
+    #[arg(long, short = 'c', conflicts_with = "model")]
+    config: Option<PathBuf>,
+    /// Serve one GGUF file as a single policy (named by --alias, else the file name without `.gguf`).
+    #[arg(long, short = 'm', required_unless_present = "config")]
+    model: Option<PathBuf>,
+    /// Policy name for --model.
+    #[arg(long, short = 'a', requires = "model")]
+    alias: Option<String>,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on [default: 8080].
+    #[arg(long)]
+    port: Option<u16>,
+    /// CPU threads for inference, shared by all models [default: all cores].
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
+    /// Items that may wait in one model's queue before requests get 429 [default: 1024].
+    #[arg(long)]
+    queue_size: Option<usize>,
+    /// Largest `items` list in one request [default: 256].
+    #[arg(long)]
+    max_batch_items: Option<usize>,
+    /// Decode chunk in tokens (llama.cpp n_batch = n_ubatch); part of the numbers' definition [default: 512].
+    #[arg(long, short = 'b')]
+    batch_size: Option<u32>,
+    /// Largest request body in bytes [default: 32 MiB].
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,llama_cpp_2=warn,llama-cpp-2=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(args: &ServeArgs) -> Result<Config, String> {
+    let overrides = Overrides {
+        server: ServerSection {
+            host: args.host.clone(),
+            port: args.port,
+            threads: args.threads,
+            queue_size: args.queue_size,
+            max_batch_items: args.max_batch_items,
+            batch_size: args.batch_size,
+            max_body_bytes: args.max_body_bytes,
+        },
+    };
+    let cfg = match (&args.config, &args.model) {
+        (Some(path), _) => Config::from_file(path, &overrides),
+        (None, Some(model)) => Config::single_model(model, args.alias.as_deref(), &overrides),
+        (None, None) => unreachable!("clap requires --config or --model"),
+    };
+    cfg.map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => {
+            let cfg = match load_config(&args) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let result = runtime.block_on(async move {
+                let server = Server::start(cfg).await?;
+                tracing::info!(address = %server.local_addr()?, "listening");
+                server.serve(shutdown_signal()).await?;
+                anyhow::Ok(())
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
