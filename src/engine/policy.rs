@@ -22,6 +22,9 @@ pub struct Policy {
     /// Longest sequence (prompt + response tokens) this policy scores.
     pub n_ctx: usize,
     pub system_prompt: Option<String>,
+    /// The token scored by `score_end_of_turn`: what the chat template writes after an assistant
+    /// message, else the model's end-of-turn token.
+    pub end_of_turn: Option<TokenId>,
     template: Option<ChatTemplate>,
 }
 
@@ -39,8 +42,13 @@ impl Policy {
         let n_ctx = cfg
             .n_ctx
             .unwrap_or_else(|| default_n_ctx(model.info.n_ctx_train)) as usize;
+        let end_of_turn = template
+            .as_ref()
+            .and_then(|t| end_of_turn_from_template(t, &model))
+            .or(model.vocab.end_of_turn);
         Ok(Policy {
             name: cfg.name.clone(),
+            end_of_turn,
             temperature: cfg.temperature,
             seed: cfg.seed,
             n_ctx,
@@ -138,7 +146,7 @@ impl Policy {
         };
         tokens.extend_from_slice(&response);
         let end_of_turn = if options.score_end_of_turn {
-            Some(vocab.end_of_turn.ok_or_else(|| {
+            Some(self.end_of_turn.ok_or_else(|| {
                 ScoreError::invalid(
                     "score_end_of_turn",
                     "this model defines no end-of-turn or end-of-sequence token",
@@ -180,4 +188,33 @@ impl Policy {
         };
         self.model.score(items, job).await
     }
+}
+
+/// The end-of-generation token a chat template writes right after an assistant message's content
+/// (`<|im_end|>` for ChatML, `<end_of_turn>` for Gemma), found by rendering a sample conversation.
+fn end_of_turn_from_template(template: &ChatTemplate, model: &LoadedModel) -> Option<TokenId> {
+    const MARK: &str = "\u{1}llama-scorer-response\u{1}";
+    let conversation = [
+        ChatMessage {
+            role: "user".into(),
+            content: "Hi".into(),
+            name: None,
+        },
+        ChatMessage {
+            role: "assistant".into(),
+            content: MARK.into(),
+            name: None,
+        },
+    ];
+    let text = template.render(&conversation, false).ok()?;
+    let after = &text[text.find(MARK)? + MARK.len()..];
+    let first = *model
+        .llama
+        .vocab()
+        .tokenize(after.as_bytes(), false, true)
+        .first()?;
+    model
+        .vocab
+        .is_end_of_generation(&model.llama, first.0)
+        .then_some(first.0)
 }

@@ -101,18 +101,24 @@ impl ItemScore {
 
     /// log π(response | prompt) at temperature 1: the f64 sum of the scored tokens, in order.
     pub fn logprob(&self) -> f64 {
-        self.scored().map(|t| t.logprob).sum()
+        sum_in_order(self.scored().map(|t| t.logprob))
     }
 
     /// The same sum at the request's temperature.
     pub fn sampling_logprob(&self) -> f64 {
-        self.scored().map(|t| t.sampling_logprob).sum()
+        sum_in_order(self.scored().map(|t| t.sampling_logprob))
     }
 
     /// Sum over the echoed prompt tokens that have a context (all but the first).
     pub fn prompt_logprob(&self) -> f64 {
-        self.prompt.iter().map(|t| t.logprob).sum()
+        sum_in_order(self.prompt.iter().map(|t| t.logprob))
     }
+}
+
+/// Left-to-right f64 sum starting from +0.0 (std's `Sum` starts from −0.0, which would make the score of
+/// an empty response print as `-0.0`).
+fn sum_in_order(values: impl Iterator<Item = f64>) -> f64 {
+    values.fold(0.0, |acc, v| acc + v)
 }
 
 /// Why an item or request could not be scored. Each variant maps to one HTTP status in the API layer.

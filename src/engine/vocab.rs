@@ -19,7 +19,8 @@ pub struct Vocabulary {
     pub bos: Option<TokenId>,
     /// Whether the model's metadata asks for BOS at the start of every sequence.
     pub add_bos: bool,
-    /// The token that ends an assistant turn (llama.cpp's EOT, else EOS).
+    /// The model's own end-of-turn token (llama.cpp's EOT, else EOS); a policy's chat template may
+    /// name a better one (see `Policy`).
     pub end_of_turn: Option<TokenId>,
     /// BOS and EOS as text, for chat templates (`bos_token`, `eos_token`).
     pub bos_text: String,
@@ -80,6 +81,11 @@ impl Vocabulary {
                 self.pieces.len()
             ))
         }
+    }
+
+    /// Whether llama.cpp treats `id` as ending generation (EOS, EOT and their kin).
+    pub fn is_end_of_generation(&self, model: &LlamaModel, id: TokenId) -> bool {
+        model.vocab().is_eog(LlamaToken(id))
     }
 
     /// Tokenizes a prompt: control-token text becomes control tokens, and BOS is prepended exactly when

@@ -1,0 +1,235 @@
+//! The binary: config errors stop start-up with a message naming policy and field; policies on one file
+//! share one loaded model; a full queue answers 429 with Retry-After.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::*;
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_llama-scorer"))
+}
+
+fn write_config(dir: &Path, yaml: &str) -> std::path::PathBuf {
+    let p = dir.join("config.yaml");
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    p
+}
+
+/// Runs `serve --config` on `yaml` and expects a quick non-zero exit whose stderr contains every needle.
+fn expect_startup_failure(yaml: &str, needles: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), yaml);
+    let out = binary()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .args(["--port", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{yaml}: started anyway");
+    for n in needles {
+        assert!(stderr.contains(n), "{yaml}: stderr lacks {n:?}:\n{stderr}");
+    }
+}
+
+#[test]
+fn bad_configs_stop_startup_naming_policy_and_field() {
+    let smol = smol_path().display().to_string();
+    let not_gguf = env!("CARGO_MANIFEST_DIR").to_string() + "/Cargo.toml";
+    expect_startup_failure(
+        &format!("policies:\n  p0: {{provider: llama_cpp, model: {smol}, temprature: 0.5}}\n"),
+        &["p0", "temprature"],
+    );
+    expect_startup_failure(
+        "policies:\n  p0: {model: /nonexistent/x.gguf}\n",
+        &["policies.p0.model", "/nonexistent/x.gguf"],
+    );
+    expect_startup_failure(
+        &format!("policies:\n  pi_bad: {{model: {not_gguf}}}\n"),
+        &["policies.pi_bad.model", "not a GGUF"],
+    );
+    expect_startup_failure(
+        &format!("policies:\n  p0: {{model: {smol}, temperature: warm}}\n"),
+        &["p0", "temperature"],
+    );
+    expect_startup_failure(
+        &format!("policies:\n  p0: {{model: {smol}, n_ctx: 4096.5}}\n"),
+        &["p0", "n_ctx"],
+    );
+    expect_startup_failure(
+        &format!("policies:\n  p0: {{model: {smol}, chat_template: \"{{% for %}}\"}}\n"),
+        &["policies.p0.chat_template"],
+    );
+    expect_startup_failure("policies: [1, 2]\n", &["policies"]);
+}
+
+#[test]
+fn cli_requires_a_config_or_a_model() {
+    let out = binary().arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--model"));
+    let out = binary()
+        .args(["serve", "--model", "/nonexistent.gguf"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.gguf"));
+}
+
+struct Running {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(config: &Path) -> Running {
+    let port = free_port();
+    let child = binary()
+        .args([
+            "serve",
+            "--threads",
+            "2",
+            "--port",
+            &port.to_string(),
+            "--config",
+        ])
+        .arg(config)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Ok(r) = client().get(format!("{base}/health")).send()
+            && r.status().is_success()
+        {
+            return Running { child, base };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("server did not start");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn policies_naming_one_file_share_one_loaded_model() {
+    let dir = tempfile::tempdir().unwrap();
+    // A symlink and a relative path to the same file: still one model (the pool keys canonical paths).
+    std::os::unix::fs::symlink(smol_path(), dir.path().join("link.gguf")).unwrap();
+    let smol = smol_path().display().to_string();
+    let measure = |yaml: String, names: &[&str]| -> u64 {
+        let cfg = write_config(dir.path(), &yaml);
+        let s = start(&cfg);
+        for name in names {
+            let (status, _) = post_to(
+                &s.base,
+                "/v1/logprobs",
+                &json!({"model": name, "prompt": "Hello", "response": " world", "top_logprobs": 1}),
+            );
+            assert_eq!(status, 200);
+        }
+        let models = client().get(format!("{}/ready", s.base)).send().unwrap();
+        let ready: serde_json::Value = models.json().unwrap();
+        assert_eq!(ready["models"].as_array().unwrap().len(), 1, "{ready}");
+        rss_kib(s.child.id())
+    };
+    let one = measure(format!("policies:\n  p0: {{model: {smol}}}\n"), &["p0"]);
+    let three = measure(
+        format!(
+            "policies:\n  p0: {{provider: llama_cpp, model: {smol}, temperature: 0.5, seed: 42, n_ctx: 4096, n_gpu_layers: -1}}\n  \
+             pi_clone: {{provider: llama_cpp, model: link.gguf, temperature: 0.5, seed: 42, n_ctx: 4096, n_gpu_layers: -1}}\n  \
+             pi_bad: {{provider: llama_cpp, model: ./link.gguf, temperature: 1.0, seed: 42, system_prompt: \"You are an unhelpful assistant.\"}}\n"
+        ),
+        &["p0", "pi_clone", "pi_bad"],
+    );
+    let ratio = three as f64 / one as f64;
+    assert!(
+        ratio < 1.05,
+        "resident memory with three policies is {ratio:.3}× one policy ({three} vs {one} KiB)"
+    );
+}
+
+#[test]
+fn a_full_queue_answers_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let smol = smol_path().display().to_string();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "server: {{queue_size: 1, max_batch_items: 1}}\npolicies:\n  p0: {{model: {smol}}}\n"
+        ),
+    );
+    let s = start(&cfg);
+    let long = "a long prompt that keeps the inference thread busy for a while ".repeat(150);
+    let statuses: Vec<(u16, Option<String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let (base, long) = (&s.base, &long);
+                scope.spawn(move || {
+                    let r = client()
+                        .post(format!("{base}/v1/logprobs"))
+                        .json(&json!({"model": "p0", "prompt": long, "response": format!(" {i}")}))
+                        .send()
+                        .unwrap();
+                    let retry = r
+                        .headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    (r.status().as_u16(), retry)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let refused: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(
+        !refused.is_empty(),
+        "no 429 from a queue of one: {statuses:?}"
+    );
+    assert!(
+        refused.iter().all(|(_, r)| r.is_some()),
+        "429 without Retry-After"
+    );
+    assert!(
+        statuses.iter().all(|(s, _)| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(statuses.iter().any(|(s, _)| *s == 200));
+    // Afterwards the server serves normally.
+    let (status, _) = post_to(
+        &s.base,
+        "/v1/logprobs",
+        &json!({"model": "p0", "prompt": "a", "response": "b"}),
+    );
+    assert_eq!(status, 200);
+}

@@ -1,0 +1,164 @@
+//! A real server on the real test models, started once per test binary and shared by its tests.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use llama_scorer::config::{Config, PolicyConfig};
+use llama_scorer::server::Server;
+use serde_json::{Value, json};
+
+pub const SMOL: &str = "smol";
+pub const SMOL_T05: &str = "smol-t05";
+pub const SMOL_SYSTEM: &str = "smol-system";
+pub const SMOL_SHORT: &str = "smol-short";
+pub const GEMMA: &str = "gemma";
+pub const GEMMA_CHAT: &str = "gemma-chat";
+
+/// Gemma 3's published chat template (its GGUF here carries none), which writes `bos_token` itself.
+pub const GEMMA3_TEMPLATE: &str = "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = \"\" -%}{%- set loop_messages = messages -%}{%- endif -%}{%- for message in loop_messages -%}{%- if (message['role'] == 'assistant') -%}{%- set role = \"model\" -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{'<start_of_turn>model\n'}}{%- endif -%}";
+
+/// Where the test models live (`scripts/fetch-models.sh` puts them in ./models).
+pub fn model_path(file: &str) -> PathBuf {
+    let dir = std::env::var_os("LLAMA_SCORER_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
+    let p = dir.join(file);
+    assert!(
+        p.is_file(),
+        "test model {} is missing: run scripts/fetch-models.sh",
+        p.display()
+    );
+    p.canonicalize().unwrap()
+}
+
+pub fn smol_path() -> PathBuf {
+    model_path("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+pub fn gemma_path() -> PathBuf {
+    model_path("gemma-3-270m-q4_k_m.gguf")
+}
+
+pub fn policy(name: &str, path: PathBuf) -> PolicyConfig {
+    PolicyConfig {
+        name: name.into(),
+        model_path: path,
+        temperature: 1.0,
+        seed: None,
+        n_ctx: None,
+        n_gpu_layers: -1,
+        system_prompt: None,
+        chat_template: None,
+    }
+}
+
+pub fn base_config(policies: Vec<PolicyConfig>) -> Config {
+    Config {
+        host: "127.0.0.1".into(),
+        port: 0,
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        queue_size: 1024,
+        max_batch_items: 256,
+        batch_size: 512,
+        max_body_bytes: 32 << 20,
+        policies,
+    }
+}
+
+/// Starts a server for `cfg` on a thread of its own and returns its base URL; it lives until the
+/// test binary exits.
+pub fn spawn_server(cfg: Config) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let server = Server::start(cfg).await.expect("server starts");
+            tx.send(server.local_addr().unwrap()).unwrap();
+            server.serve(std::future::pending()).await.unwrap();
+        });
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(300))
+        .expect("server started");
+    format!("http://{addr}")
+}
+
+/// The shared server: SmolLM2 (BPE, no BOS) and Gemma 3 (SentencePiece, BOS) under several policies.
+pub fn server() -> &'static str {
+    static BASE: OnceLock<String> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let mut t05 = policy(SMOL_T05, smol_path());
+        t05.temperature = 0.5;
+        let mut system = policy(SMOL_SYSTEM, smol_path());
+        system.system_prompt = Some("You are an unhelpful assistant.".into());
+        let mut short = policy(SMOL_SHORT, smol_path());
+        short.n_ctx = Some(32);
+        let mut gemma_chat = policy(GEMMA_CHAT, gemma_path());
+        gemma_chat.chat_template = Some(GEMMA3_TEMPLATE.into());
+        spawn_server(base_config(vec![
+            policy(SMOL, smol_path()),
+            t05,
+            system,
+            short,
+            policy(GEMMA, gemma_path()),
+            gemma_chat,
+        ]))
+    })
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap()
+}
+
+/// POSTs a JSON body to `path` on `base`; returns the status and the parsed body.
+pub fn post_to(base: &str, path: &str, body: &Value) -> (u16, Value) {
+    let r = client()
+        .post(format!("{base}{path}"))
+        .json(body)
+        .send()
+        .expect("request sent");
+    let status = r.status().as_u16();
+    let text = r.text().unwrap();
+    let v = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text }));
+    (status, v)
+}
+
+/// POSTs to the shared server's `/v1/logprobs`.
+pub fn logprobs(body: &Value) -> (u16, Value) {
+    post_to(server(), "/v1/logprobs", body)
+}
+
+/// POSTs to `/v1/logprobs` and insists on 200, returning the body.
+pub fn ok(body: &Value) -> Value {
+    let (status, v) = logprobs(body);
+    assert_eq!(status, 200, "{body}\n→ {v:#}");
+    v
+}
+
+/// The first item's result.
+pub fn item(body: &Value) -> Value {
+    ok(body)["data"][0].clone()
+}
+
+/// The token entries of an item result.
+pub fn tokens(item: &Value) -> Vec<Value> {
+    item["logprobs"]["content"].as_array().unwrap().clone()
+}
+
+/// A token entry's exact bytes.
+pub fn bytes_of(token: &Value) -> Vec<u8> {
+    token["bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect()
+}
+
+pub fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}

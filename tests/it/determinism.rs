@@ -1,0 +1,109 @@
+//! Bit-identical numbers whatever else the server is doing: alone, inside a large batch, and under many
+//! concurrent clients sending different work to both models.
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn probe(policy: &str) -> Value {
+    json!({"prompt": "Question: why is the sky blue?\nAnswer:", "response": format!(" Rayleigh scattering of sunlight ({policy}).")})
+}
+
+/// Varied filler work: different lengths so that the schedule would shift if it depended on neighbours.
+fn filler(i: usize) -> Value {
+    let prompt = format!(
+        "Item {i}: {}",
+        "lorem ipsum dolor sit amet ".repeat(1 + i % 7)
+    );
+    json!({"prompt": prompt, "response": format!(" reply number {i}{}", "!".repeat(i % 5))})
+}
+
+/// Strip what legitimately differs between answers (position in a batch).
+fn numbers(item: &Value) -> Value {
+    let mut v = item.clone();
+    v.as_object_mut().unwrap().remove("index");
+    v
+}
+
+fn alone(policy: &str, options: &Value) -> Value {
+    let mut body = probe(policy);
+    body["model"] = json!(policy);
+    body.as_object_mut()
+        .unwrap()
+        .extend(options.as_object().unwrap().clone());
+    numbers(&item(&body))
+}
+
+fn in_batch(policy: &str, options: &Value, others: usize, at: usize) -> Value {
+    let mut items: Vec<Value> = (0..others).map(filler).collect();
+    items.insert(at, probe(policy));
+    let mut body = json!({"model": policy, "items": items});
+    body.as_object_mut()
+        .unwrap()
+        .extend(options.as_object().unwrap().clone());
+    let v = ok(&body);
+    assert_eq!(v["data"].as_array().unwrap().len(), others + 1);
+    numbers(&v["data"][at])
+}
+
+#[test]
+fn alone_in_a_batch_of_64_and_repeated_give_identical_bits() {
+    let options = json!({"top_logprobs": 3, "echo": true, "score_end_of_turn": true});
+    for policy in [SMOL, GEMMA] {
+        let reference = alone(policy, &options);
+        assert_eq!(
+            alone(policy, &options),
+            reference,
+            "{policy}: repeat differs"
+        );
+        assert_eq!(
+            in_batch(policy, &options, 64, 37),
+            reference,
+            "{policy}: batch differs"
+        );
+        assert_eq!(
+            in_batch(policy, &options, 64, 0),
+            reference,
+            "{policy}: batch head differs"
+        );
+    }
+}
+
+#[test]
+fn sixteen_concurrent_clients_sending_different_work_change_nothing() {
+    let options = json!({"top_logprobs": 2});
+    let reference: Vec<Value> = [SMOL, GEMMA].iter().map(|p| alone(p, &options)).collect();
+    let results: Vec<(usize, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|c| {
+                let options = &options;
+                s.spawn(move || {
+                    let which = c % 2;
+                    let policy = [SMOL, GEMMA][which];
+                    let mut out = Vec::new();
+                    for round in 0..3 {
+                        // Each client interleaves the probe with its own different batches.
+                        let got = if (c + round) % 2 == 0 {
+                            alone(policy, options)
+                        } else {
+                            in_batch(policy, options, 3 + c, (c * 7 + round) % (4 + c))
+                        };
+                        out.push((which, got));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(results.len(), 48);
+    for (which, got) in results {
+        assert_eq!(
+            got, reference[which],
+            "a concurrent answer differs from the idle one"
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real llama.cpp engine on the real GGUF test models, over real HTTP.
+
+mod boundary;
+mod cli;
+mod common;
+mod determinism;
+mod errors;
+mod identities;
