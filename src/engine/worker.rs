@@ -152,9 +152,9 @@ fn score_sequence(
                 }
                 let end = (start + chunk).min(segment.end);
                 batch.clear();
-                for q in start..end {
+                for (q, &token) in (start..end).zip(&tokens[start..end]) {
                     batch
-                        .add(LlamaToken(tokens[q]), q as i32, &[0], wanted.contains(&q))
+                        .add(LlamaToken(token), q as i32, &[0], wanted.contains(&q))
                         .map_err(|e| ScoreError::Internal(format!("batch: {e}")))?;
                 }
                 ctx.decode(batch)

@@ -120,12 +120,14 @@ fn start(config: &Path) -> Running {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
+    // From here on, Drop kills and reaps the child whatever happens.
+    let running = Running { child, base };
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        if let Ok(r) = client().get(format!("{base}/health")).send()
+        if let Ok(r) = client().get(format!("{}/health", running.base)).send()
             && r.status().is_success()
         {
-            return Running { child, base };
+            return running;
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -1,0 +1,64 @@
+"""Starts the real llama-scorer binary on the real test models for the Python tests."""
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = Path(os.environ.get("LLAMA_SCORER_MODELS", ROOT / "models"))
+BINARY = Path(os.environ.get("LLAMA_SCORER_BIN", ROOT / "target" / "release" / "llama-scorer"))
+SMOL = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA = MODELS / "gemma-3-270m-q4_k_m.gguf"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server():
+    """Base URL of a server with policies `smol` (SmolLM2) and `gemma` (Gemma 3)."""
+    for f in (BINARY, SMOL, GEMMA):
+        if not f.exists():
+            pytest.fail(f"{f} is missing: run `make build` and scripts/fetch-models.sh")
+    port = _free_port()
+    config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+    config.write(f"policies:\n  smol: {{model: {SMOL}}}\n  gemma: {{model: {GEMMA}}}\n")
+    config.close()
+    log = open(Path(tempfile.gettempdir()) / f"llama-scorer-pytest-{port}.log", "w")
+    proc = subprocess.Popen(
+        [str(BINARY), "serve", "--config", config.name, "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}; see {log.name}")
+        try:
+            if requests.get(base + "/health", timeout=1).ok:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("server did not start in 120 s")
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
+    os.unlink(config.name)
+
+
+def score(base, **body):
+    r = requests.post(base + "/v1/logprobs", json=body, timeout=600)
+    assert r.status_code == 200, r.text
+    return r.json()["data"][0]
