@@ -3,7 +3,7 @@
 //! Everything is validated here, before any model is loaded, so that a bad config stops start-up with a
 //! message that names the policy and the field instead of failing later inside llama.cpp.
 
-use std::collections::BTreeMap;
+use indexmap::IndexMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ fn err(msg: impl Into<String>) -> ConfigError {
 struct ConfigFile {
     #[serde(default)]
     server: ServerSection,
-    policies: BTreeMap<String, PolicyEntry>,
+    policies: IndexMap<String, PolicyEntry>,
 }
 
 /// Server settings that may come from YAML; the command line overrides each one.

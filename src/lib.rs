@@ -2,6 +2,7 @@
 //! in the native `/v1/logprobs` shape and (later) the Fireworks/OpenAI wire format.
 
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod engine;
 pub mod server;

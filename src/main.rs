@@ -31,6 +31,31 @@ enum LogFormat {
 enum Command {
     /// Serve the policies of a config file, or one GGUF model, over HTTP.
     Serve(ServeArgs),
+    /// Time the engine alone and the in-process scoring path on a JSONL file of {prompt, response}
+    /// (prints JSON; `scripts/bench.py` adds HTTP and prints the comparison table).
+    BenchEngine(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// GGUF model to load.
+    #[arg(long, short = 'm')]
+    model: PathBuf,
+    /// JSONL file, one {"prompt", "response"} per line.
+    #[arg(long)]
+    items: PathBuf,
+    /// CPU threads [default: all cores].
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
+    /// Decode chunk in tokens [default: 512].
+    #[arg(long, short = 'b')]
+    batch_size: Option<u32>,
+    /// Timed passes over the items.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Alternatives per position, as a request's `top_logprobs`.
+    #[arg(long, default_value_t = 0)]
+    top_logprobs: usize,
 }
 
 #[derive(clap::Args)]
@@ -104,6 +129,31 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
+        Command::BenchEngine(args) => {
+            let overrides = Overrides {
+                server: ServerSection {
+                    threads: args.threads,
+                    batch_size: args.batch_size,
+                    queue_size: Some(1 << 20),
+                    ..ServerSection::default()
+                },
+            };
+            let report = Config::single_model(&args.model, None, &overrides)
+                .map_err(anyhow::Error::from)
+                .and_then(|cfg| {
+                    llama_scorer::bench::run(cfg, &args.items, args.repeat, args.top_logprobs)
+                });
+            match report {
+                Ok(r) => {
+                    println!("{}", serde_json::to_string(&r).expect("report serializes"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Serve(args) => {
             let cfg = match load_config(&args) {
                 Ok(cfg) => cfg,

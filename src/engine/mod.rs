@@ -2,6 +2,7 @@
 //! name them. Knows nothing of HTTP; the API layer and the batch command are thin front ends over it.
 
 mod backend;
+pub mod bench;
 pub mod chat_template;
 pub mod logsoftmax;
 mod model;

@@ -48,6 +48,8 @@ pub struct ModelInfo {
 /// A model loaded once and shared by every policy that names its file.
 pub struct LoadedModel {
     pub info: ModelInfo,
+    /// Context settings of its inference threads (the benchmark builds an identical context).
+    pub worker_settings: WorkerSettings,
     pub llama: Arc<LlamaModel>,
     pub vocab: Vocabulary,
     queue: mpsc::Sender<Job>,
@@ -141,6 +143,7 @@ impl LoadedModel {
         );
         Ok(LoadedModel {
             info,
+            worker_settings,
             llama,
             vocab,
             queue: tx,

@@ -51,6 +51,25 @@ pub struct WorkerSettings {
 /// llama.cpp's context creation mutates the model, so contexts are created one at a time.
 static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
 
+/// Creates a context for `settings` (one at a time: llama.cpp's context creation mutates the model).
+pub fn create_context(
+    model: &LlamaModel,
+    settings: WorkerSettings,
+) -> Result<LlamaContext<'_>, String> {
+    let params = LlamaContextParams::default()
+        .with_n_ctx(std::num::NonZeroU32::new(settings.n_ctx))
+        .with_n_batch(settings.chunk)
+        .with_n_ubatch(settings.chunk)
+        .with_n_seq_max(1)
+        .with_n_threads(settings.threads)
+        .with_n_threads_batch(settings.threads);
+    let _guard = CONTEXT_CREATION.lock().unwrap_or_else(|e| e.into_inner());
+    let backend = backend()?;
+    model
+        .new_context(backend, params)
+        .map_err(|e| format!("cannot create a llama.cpp context: {e}"))
+}
+
 /// Body of an inference thread: create the context, report readiness, then serve jobs until the queue
 /// closes. A job whose requester has gone away is dropped without being computed.
 pub fn run(
@@ -59,21 +78,7 @@ pub fn run(
     jobs: SharedReceiver,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    let params = LlamaContextParams::default()
-        .with_n_ctx(std::num::NonZeroU32::new(settings.n_ctx))
-        .with_n_batch(settings.chunk)
-        .with_n_ubatch(settings.chunk)
-        .with_n_seq_max(1)
-        .with_n_threads(settings.threads)
-        .with_n_threads_batch(settings.threads);
-    let created = {
-        let _guard = CONTEXT_CREATION.lock().unwrap_or_else(|e| e.into_inner());
-        backend().and_then(|b| {
-            model
-                .new_context(b, params)
-                .map_err(|e| format!("cannot create a llama.cpp context: {e}"))
-        })
-    };
+    let created = create_context(&model, settings);
     let mut ctx = match created {
         Ok(ctx) => {
             let _ = ready.send(Ok(()));
@@ -114,11 +119,56 @@ pub fn run(
 }
 
 /// Where logits are needed: positions `first..end` (the logits at position q score token q + 1).
-fn logit_positions(item: &PreparedItem, echo: bool) -> std::ops::Range<usize> {
+pub fn logit_positions(item: &PreparedItem, echo: bool) -> std::ops::Range<usize> {
     let n = item.tokens.len();
     let first = if echo { 0 } else { item.prompt_len - 1 };
     let end = if item.end_of_turn.is_some() { n } else { n - 1 };
     first..end.max(first)
+}
+
+/// Runs the fixed decode schedule of one sequence: memory cleared, then the prompt in `chunk`-token
+/// decodes from position 0, then the response in `chunk`-token decodes from the prompt's end, with
+/// logits requested only at `wanted` positions. After each decode, `on_rows` gets the context and the
+/// (position, batch index) of each row with logits; `stop` is asked before each decode.
+pub fn decode_sequence<'m>(
+    ctx: &mut LlamaContext<'m>,
+    batch: &mut LlamaBatch<'_>,
+    chunk: usize,
+    item: &PreparedItem,
+    wanted: std::ops::Range<usize>,
+    mut stop: impl FnMut() -> bool,
+    mut on_rows: impl FnMut(&LlamaContext<'m>, &[(usize, i32)]) -> Result<(), ScoreError>,
+) -> Result<(), ScoreError> {
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let tokens = &item.tokens;
+    let (p, n) = (item.prompt_len, tokens.len());
+    ctx.clear_kv_cache();
+    let mut rows = Vec::with_capacity(chunk);
+    for segment in [0..p, p..n] {
+        for start in segment.clone().step_by(chunk) {
+            if stop() {
+                return Err(ScoreError::Unavailable("the client went away".into()));
+            }
+            let end = (start + chunk).min(segment.end);
+            batch.clear();
+            rows.clear();
+            for (q, &token) in (start..end).zip(&tokens[start..end]) {
+                let logits = wanted.contains(&q);
+                batch
+                    .add(LlamaToken(token), q as i32, &[0], logits)
+                    .map_err(|e| ScoreError::Internal(format!("batch: {e}")))?;
+                if logits {
+                    rows.push((q, (q - start) as i32));
+                }
+            }
+            ctx.decode(batch)
+                .map_err(|e| ScoreError::Internal(format!("llama_decode: {e}")))?;
+            on_rows(ctx, &rows)?;
+        }
+    }
+    Ok(())
 }
 
 fn score_sequence(
@@ -143,35 +193,27 @@ fn score_sequence(
         }
     };
     let mut scores: Vec<TokenScore> = Vec::with_capacity(wanted.len());
-    if !wanted.is_empty() {
-        ctx.clear_kv_cache();
-        for segment in [0..p, p..n] {
-            for start in segment.clone().step_by(chunk) {
-                if reply.is_closed() {
-                    return Err(ScoreError::Unavailable("the client went away".into()));
-                }
-                let end = (start + chunk).min(segment.end);
-                batch.clear();
-                for (q, &token) in (start..end).zip(&tokens[start..end]) {
-                    batch
-                        .add(LlamaToken(token), q as i32, &[0], wanted.contains(&q))
-                        .map_err(|e| ScoreError::Internal(format!("batch: {e}")))?;
-                }
-                ctx.decode(batch)
-                    .map_err(|e| ScoreError::Internal(format!("llama_decode: {e}")))?;
-                let rows: Vec<(&[f32], TokenId)> = (start..end)
-                    .filter(|q| wanted.contains(q))
-                    .map(|q| (ctx.get_logits_ith((q - start) as i32), target(q)))
-                    .collect();
-                let chunk_scores: Result<Vec<TokenScore>, ScoreError> = rows
-                    .par_iter()
-                    .with_min_len(4)
-                    .map(|&(row, token)| score_row(row, token, &temperature, options.top_logprobs))
-                    .collect();
-                scores.extend(chunk_scores?);
-            }
-        }
-    }
+    decode_sequence(
+        ctx,
+        batch,
+        chunk,
+        item,
+        wanted,
+        || reply.is_closed(),
+        |ctx, rows| {
+            let rows: Vec<(&[f32], TokenId)> = rows
+                .iter()
+                .map(|&(q, i)| (ctx.get_logits_ith(i), target(q)))
+                .collect();
+            let chunk_scores: Result<Vec<TokenScore>, ScoreError> = rows
+                .par_iter()
+                .with_min_len(4)
+                .map(|&(row, token)| score_row(row, token, &temperature, options.top_logprobs))
+                .collect();
+            scores.extend(chunk_scores?);
+            Ok(())
+        },
+    )?;
     // Split the positional scores back into prompt, response and end of turn.
     let prompt_count = if options.echo { p - 1 } else { 0 };
     let mut rest = scores.split_off(prompt_count.min(scores.len()));

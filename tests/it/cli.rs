@@ -235,3 +235,40 @@ fn a_full_queue_answers_429_with_retry_after() {
     );
     assert_eq!(status, 200);
 }
+
+#[test]
+fn the_example_arena_config_serves_its_policies() {
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/arena.yaml");
+    // The example's port may be taken: `start` overrides it with a free one.
+    let s = start(&cfg);
+    let models: serde_json::Value = client()
+        .get(format!("{}/v1/models", s.base))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["p0", "pi_clone", "pi_bad"]);
+    let msgs = json!([{"role": "user", "content": "Name a colour."}]);
+    let score = |model: &str| {
+        let (status, v) = post_to(
+            &s.base,
+            "/v1/logprobs",
+            &json!({"model": model, "messages": msgs, "response": "Blue."}),
+        );
+        assert_eq!(status, 200, "{v}");
+        v["data"][0].clone()
+    };
+    let (p0, clone, bad) = (score("p0"), score("pi_clone"), score("pi_bad"));
+    assert_eq!(p0["logprobs"], clone["logprobs"]);
+    assert_eq!(p0["temperature"], 0.5);
+    assert_ne!(
+        p0["logprob"], bad["logprob"],
+        "the system prompt changes the distribution"
+    );
+}
