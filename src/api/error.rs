@@ -118,6 +118,22 @@ impl From<ScoreError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON body (also sent as an event when a stream fails midway).
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::to_value(Body {
+            error: Inner {
+                object: "error",
+                kind: self.kind,
+                code: self.code,
+                message: &self.message,
+                param: self.param.as_deref(),
+            },
+        })
+        .expect("error body serializes")
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Body {

@@ -1,9 +1,10 @@
 //! The HTTP layer: routes, wire types and errors. Thin by design — parsing, validation of wire-only
 //! rules, and formatting; everything that changes a number lives in the engine.
 
+mod compat;
 mod error;
 mod health;
-mod json;
+pub(crate) mod json;
 pub mod logprobs;
 mod models;
 mod tokens;
@@ -46,6 +47,8 @@ impl AppState {
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     let api = Router::new()
         .route("/logprobs", post(logprobs::logprobs))
+        .route("/completions", post(compat::completions::completions))
+        .route("/chat/completions", post(compat::chat::chat_completions))
         .route("/models", get(models::list));
     Router::new()
         .nest("/v1", api.clone())

@@ -4,6 +4,7 @@
 mod backend;
 pub mod bench;
 pub mod chat_template;
+pub mod generate;
 pub mod logsoftmax;
 mod model;
 mod policy;

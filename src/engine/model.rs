@@ -10,9 +10,10 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::backend::backend;
+use super::generate::{GenEvent, GenerateJob, GenerateOptions};
 use super::types::{ItemScore, PreparedItem, ScoreError};
 use super::vocab::Vocabulary;
-use super::worker::{self, Job, JobOptions, WorkerSettings};
+use super::worker::{self, Job, JobOptions, Work, WorkerSettings};
 use crate::config::DEFAULT_N_CTX;
 
 /// How a model's queue and inference threads are sized.
@@ -51,7 +52,7 @@ pub struct LoadedModel {
     /// Context settings of its inference threads (the benchmark builds an identical context).
     pub worker_settings: WorkerSettings,
     pub llama: Arc<LlamaModel>,
-    pub vocab: Vocabulary,
+    pub vocab: Arc<Vocabulary>,
     queue: mpsc::Sender<Job>,
     admission: Arc<Semaphore>,
     capacity: usize,
@@ -81,7 +82,7 @@ impl LoadedModel {
         let llama = LlamaModel::load_from_file(backend()?, path, &params)
             .map_err(|e| format!("llama.cpp could not load {}: {e}", path.display()))?;
         let llama = Arc::new(llama);
-        let vocab = Vocabulary::from_model(&llama);
+        let vocab = Arc::new(Vocabulary::from_model(&llama));
         if vocab.is_empty() {
             return Err(format!("{} has an empty vocabulary", path.display()));
         }
@@ -118,10 +119,10 @@ impl LoadedModel {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         for i in 0..settings.workers {
-            let (m, r, ready) = (llama.clone(), rx.clone(), ready_tx.clone());
+            let (m, v, r, ready) = (llama.clone(), vocab.clone(), rx.clone(), ready_tx.clone());
             std::thread::Builder::new()
                 .name(format!("infer-{i}-{name}"))
-                .spawn(move || worker::run(m, worker_settings, r, ready))
+                .spawn(move || worker::run(m, v, worker_settings, r, ready))
                 .map_err(|e| format!("cannot start an inference thread: {e}"))?;
         }
         for _ in 0..settings.workers {
@@ -177,11 +178,7 @@ impl LoadedModel {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let full = || ScoreError::QueueFull {
-            model: self.display_name(),
-            capacity: self.capacity,
-            retry_after_secs: 1,
-        };
+        let full = || self.queue_full();
         let mut permits = self
             .admission
             .clone()
@@ -192,9 +189,11 @@ impl LoadedModel {
             let permit = permits.split(1).expect("one permit per item");
             let (reply, rx) = oneshot::channel();
             let job = Job {
-                item,
-                options,
-                reply,
+                work: Work::Score {
+                    item,
+                    options,
+                    reply,
+                },
                 permit,
             };
             self.queue.send(job).await.map_err(|_| {
@@ -210,5 +209,45 @@ impl LoadedModel {
             out.push(result?);
         }
         Ok(out)
+    }
+
+    /// Queues one generation and returns the stream of its events (tokens, then `Done` or `Error`).
+    /// Dropping the receiver abandons the generation at its next token.
+    pub async fn generate(
+        &self,
+        prompt: Arc<PreparedItem>,
+        options: GenerateOptions,
+        echo: bool,
+        top_logprobs: usize,
+    ) -> Result<mpsc::Receiver<GenEvent>, ScoreError> {
+        let permit = self
+            .admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| self.queue_full())?;
+        let (events, rx) = mpsc::channel(64);
+        let job = Job {
+            work: Work::Generate(GenerateJob {
+                prompt,
+                options,
+                echo,
+                top_logprobs,
+                events,
+            }),
+            permit,
+        };
+        self.queue
+            .send(job)
+            .await
+            .map_err(|_| ScoreError::Unavailable("the inference threads have stopped".into()))?;
+        Ok(rx)
+    }
+
+    fn queue_full(&self) -> ScoreError {
+        ScoreError::QueueFull {
+            model: self.display_name(),
+            capacity: self.capacity,
+            retry_after_secs: 1,
+        }
     }
 }

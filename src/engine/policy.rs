@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use super::chat_template::{ChatMessage, ChatTemplate};
+use super::generate::{GenEvent, GenerateOptions};
 use super::model::{LoadedModel, default_n_ctx};
 use super::types::{
     ItemInput, ItemScore, PreparedItem, PromptInput, ResponseInput, ScoreError, ScoreOptions,
 };
-use super::vocab::TokenId;
+use super::vocab::{TokenId, Vocabulary};
 use super::worker::JobOptions;
 use crate::config::PolicyConfig;
 
@@ -100,26 +101,15 @@ impl Policy {
             .map_err(|e| ScoreError::invalid("messages", format!("chat template: {e:#}")))
     }
 
-    /// Tokenizes an item into the sequence to score, checking every limit. CPU work: call it off the
-    /// async runtime for large batches.
-    pub fn prepare(
+    /// Tokenizes a prompt (text with control tokens parsed and BOS as the model asks, a rendered chat,
+    /// or ids checked against the vocabulary). Returns the tokens and the name of the field they came from.
+    fn tokenize_prompt(
         &self,
-        item: &ItemInput,
-        options: &ScoreOptions,
-    ) -> Result<PreparedItem, ScoreError> {
+        prompt: &PromptInput,
+    ) -> Result<(Vec<TokenId>, &'static str), ScoreError> {
         let model = &self.model;
         let vocab = &model.vocab;
-        let ids = |field: &str, raw: &[i64]| -> Result<Vec<TokenId>, ScoreError> {
-            raw.iter()
-                .enumerate()
-                .map(|(i, &t)| {
-                    vocab
-                        .check_id(t)
-                        .map_err(|m| ScoreError::invalid(format!("{field}[{i}]"), m))
-                })
-                .collect()
-        };
-        let (mut tokens, prompt_field) = match &item.prompt {
+        let (tokens, field) = match prompt {
             PromptInput::Text(text) => (vocab.tokenize_prompt(&model.llama, text), "prompt"),
             PromptInput::Messages(messages) => {
                 if messages.is_empty() {
@@ -128,21 +118,62 @@ impl Policy {
                 let text = self.render_chat(messages)?;
                 (vocab.tokenize_prompt(&model.llama, &text), "messages")
             }
-            PromptInput::TokenIds(raw) => (ids("prompt_token_ids", raw)?, "prompt_token_ids"),
+            PromptInput::TokenIds(raw) => (
+                check_ids(vocab, "prompt_token_ids", raw)?,
+                "prompt_token_ids",
+            ),
         };
         if tokens.is_empty() {
             return Err(ScoreError::invalid(
-                prompt_field,
-                "the prompt is empty and this model adds no BOS token, so the first response token \
-                 would have no context to be scored in; give a non-empty prompt",
+                field,
+                "the prompt is empty and this model adds no BOS token, so the first token would have \
+                 no context to be scored in; give a non-empty prompt",
             ));
         }
+        Ok((tokens, field))
+    }
+
+    /// A prompt alone (for generation, or for scoring its own tokens with echo), checked against n_ctx.
+    pub fn prepare_prompt(&self, prompt: &PromptInput) -> Result<PreparedItem, ScoreError> {
+        let (tokens, field) = self.tokenize_prompt(prompt)?;
+        if tokens.len() > self.n_ctx {
+            return Err(ScoreError::TooLong {
+                field: field.into(),
+                tokens: tokens.len(),
+                prompt_tokens: tokens.len(),
+                response_tokens: 0,
+                limit: self.n_ctx,
+                policy: self.name.clone(),
+            });
+        }
+        Ok(PreparedItem {
+            prompt_len: tokens.len(),
+            tokens,
+            end_of_turn: None,
+        })
+    }
+
+    /// Tokenizes an item into the sequence to score, checking every limit. CPU work: call it off the
+    /// async runtime for large batches.
+    pub fn prepare(
+        &self,
+        item: &ItemInput,
+        options: &ScoreOptions,
+    ) -> Result<PreparedItem, ScoreError> {
+        let (mut tokens, _) = self.tokenize_prompt(&item.prompt)?;
         let prompt_len = tokens.len();
-        let response = match &item.response {
-            ResponseInput::Text(text) => vocab
-                .tokenize_response(&model.llama, text)
-                .map_err(|m| ScoreError::invalid("response", m))?,
-            ResponseInput::TokenIds(raw) => ids("response_token_ids", raw)?,
+        let (response, field) = match &item.response {
+            ResponseInput::Text(text) => (
+                self.model
+                    .vocab
+                    .tokenize_response(&self.model.llama, text)
+                    .map_err(|m| ScoreError::invalid("response", m))?,
+                "response",
+            ),
+            ResponseInput::TokenIds(raw) => (
+                check_ids(&self.model.vocab, "response_token_ids", raw)?,
+                "response_token_ids",
+            ),
         };
         tokens.extend_from_slice(&response);
         let end_of_turn = if options.score_end_of_turn {
@@ -157,10 +188,7 @@ impl Policy {
         };
         if tokens.len() > self.n_ctx {
             return Err(ScoreError::TooLong {
-                field: match item.response {
-                    ResponseInput::Text(_) => "response".into(),
-                    ResponseInput::TokenIds(_) => "response_token_ids".into(),
-                },
+                field: field.into(),
                 tokens: tokens.len(),
                 prompt_tokens: prompt_len,
                 response_tokens: response.len(),
@@ -173,6 +201,19 @@ impl Policy {
             prompt_len,
             end_of_turn,
         })
+    }
+
+    /// Starts generating a continuation of `prompt` on this policy's model (see [`LoadedModel::generate`]).
+    pub async fn generate(
+        &self,
+        prompt: Arc<PreparedItem>,
+        options: GenerateOptions,
+        echo: bool,
+        top_logprobs: usize,
+    ) -> Result<tokio::sync::mpsc::Receiver<GenEvent>, ScoreError> {
+        self.model
+            .generate(prompt, options, echo, top_logprobs)
+            .await
     }
 
     /// Scores prepared items on this policy's model, in order.
@@ -188,6 +229,18 @@ impl Policy {
         };
         self.model.score(items, job).await
     }
+}
+
+/// Checks client-supplied token ids against the vocabulary, naming the first bad one (`field[i]`).
+fn check_ids(vocab: &Vocabulary, field: &str, raw: &[i64]) -> Result<Vec<TokenId>, ScoreError> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            vocab
+                .check_id(t)
+                .map_err(|m| ScoreError::invalid(format!("{field}[{i}]"), m))
+        })
+        .collect()
 }
 
 /// The end-of-generation token a chat template writes right after an assistant message's content
@@ -213,8 +266,5 @@ fn end_of_turn_from_template(template: &ChatTemplate, model: &LoadedModel) -> Op
         .vocab()
         .tokenize(after.as_bytes(), false, true)
         .first()?;
-    model
-        .vocab
-        .is_end_of_generation(&model.llama, first.0)
-        .then_some(first.0)
+    model.vocab.is_end_of_generation(first.0).then_some(first.0)
 }

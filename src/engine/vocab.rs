@@ -22,6 +22,8 @@ pub struct Vocabulary {
     /// The model's own end-of-turn token (llama.cpp's EOT, else EOS); a policy's chat template may
     /// name a better one (see `Policy`).
     pub end_of_turn: Option<TokenId>,
+    /// Tokens that end generation (EOS, EOT and their kin, as llama.cpp classifies them).
+    end_of_generation: std::collections::HashSet<TokenId>,
     /// BOS and EOS as text, for chat templates (`bos_token`, `eos_token`).
     pub bos_text: String,
     pub eos_text: String,
@@ -46,7 +48,13 @@ impl Vocabulary {
             t.map(|id| String::from_utf8_lossy(&pieces[id as usize]).into_owned())
                 .unwrap_or_default()
         };
+        let end_of_generation = vocab
+            .tokens()
+            .filter(|&t| vocab.is_eog(t))
+            .map(|t| t.0)
+            .collect();
         Vocabulary {
+            end_of_generation,
             bos,
             add_bos: vocab.should_add_bos() && bos.is_some(),
             end_of_turn,
@@ -84,8 +92,8 @@ impl Vocabulary {
     }
 
     /// Whether llama.cpp treats `id` as ending generation (EOS, EOT and their kin).
-    pub fn is_end_of_generation(&self, model: &LlamaModel, id: TokenId) -> bool {
-        model.vocab().is_eog(LlamaToken(id))
+    pub fn is_end_of_generation(&self, id: TokenId) -> bool {
+        self.end_of_generation.contains(&id)
     }
 
     /// Tokenizes a prompt: control-token text becomes control tokens, and BOS is prepended exactly when

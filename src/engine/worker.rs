@@ -16,9 +16,10 @@ use rayon::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use super::backend::backend;
+use super::generate::{self, GenEvent, GenerateJob};
 use super::logsoftmax::{self, Temperature};
 use super::types::{ItemScore, PreparedItem, ScoreError, TokenScore, TopEntry};
-use super::vocab::TokenId;
+use super::vocab::{TokenId, Vocabulary};
 
 /// What a job asks for beyond the tokens.
 #[derive(Debug, Clone, Copy)]
@@ -28,13 +29,33 @@ pub struct JobOptions {
     pub temperature: f64,
 }
 
-/// One item waiting for an inference thread.
+/// One unit of work waiting for an inference thread.
 pub struct Job {
-    pub item: Arc<PreparedItem>,
-    pub options: JobOptions,
-    pub reply: oneshot::Sender<Result<ItemScore, ScoreError>>,
-    /// The item's place in the bounded queue, given back as soon as a thread takes the job.
+    pub work: Work,
+    /// The job's place in the bounded queue, given back as soon as a thread takes it.
     pub permit: OwnedSemaphorePermit,
+}
+
+/// What a job asks an inference thread to do.
+pub enum Work {
+    /// Score one item; the result goes back through `reply`.
+    Score {
+        item: Arc<PreparedItem>,
+        options: JobOptions,
+        reply: oneshot::Sender<Result<ItemScore, ScoreError>>,
+    },
+    /// Generate a continuation, streaming events.
+    Generate(GenerateJob),
+}
+
+impl Work {
+    /// Whether whoever asked for this work has gone away (then it is not computed).
+    fn abandoned(&self) -> bool {
+        match self {
+            Work::Score { reply, .. } => reply.is_closed(),
+            Work::Generate(job) => job.events.is_closed(),
+        }
+    }
 }
 
 /// Shared receiving end of a model's queue: whichever idle thread locks it takes the next job.
@@ -74,6 +95,7 @@ pub fn create_context(
 /// closes. A job whose requester has gone away is dropped without being computed.
 pub fn run(
     model: Arc<LlamaModel>,
+    vocab: Arc<Vocabulary>,
     settings: WorkerSettings,
     jobs: SharedReceiver,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -89,33 +111,52 @@ pub fn run(
             return;
         }
     };
-    let mut batch = LlamaBatch::new(settings.chunk as usize, 1);
+    let mut batch: LlamaBatch<'static> = LlamaBatch::new(settings.chunk as usize, 1);
     loop {
         let job = {
             let mut rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
             rx.blocking_recv()
         };
-        let Some(job) = job else { break };
-        let Job {
-            item,
-            options,
-            reply,
-            permit,
-        } = job;
+        let Some(Job { work, permit }) = job else {
+            break;
+        };
         drop(permit);
-        if reply.is_closed() {
+        if work.abandoned() {
             continue;
         }
-        let result = score_sequence(
-            &mut ctx,
-            &mut batch,
-            settings.chunk as usize,
-            &item,
-            options,
-            &reply,
-        );
-        let _ = reply.send(result);
+        let chunk = settings.chunk as usize;
+        match work {
+            Work::Score {
+                item,
+                options,
+                reply,
+            } => {
+                let result = score_sequence(&mut ctx, &mut batch, chunk, &item, options, &reply);
+                let _ = reply.send(result);
+            }
+            Work::Generate(job) => {
+                let mut session = Session {
+                    ctx: &mut ctx,
+                    batch: &mut batch,
+                    chunk,
+                    n_ctx: settings.n_ctx as usize,
+                    vocab: &vocab,
+                };
+                if let Err(e) = generate::run(&mut session, &job) {
+                    let _ = job.events.blocking_send(GenEvent::Error(e));
+                }
+            }
+        }
     }
+}
+
+/// An inference thread's context and batch, lent to one job at a time.
+pub struct Session<'a, 'm> {
+    pub ctx: &'a mut LlamaContext<'m>,
+    pub batch: &'a mut LlamaBatch<'static>,
+    pub chunk: usize,
+    pub n_ctx: usize,
+    pub vocab: &'a Vocabulary,
 }
 
 /// Where logits are needed: positions `first..end` (the logits at position q score token q + 1).
@@ -230,7 +271,7 @@ fn score_sequence(
 }
 
 /// Scores one position: the target token's log-probabilities and the top alternatives.
-fn score_row(
+pub fn score_row(
     row: &[f32],
     token: TokenId,
     temperature: &Temperature,

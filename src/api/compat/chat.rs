@@ -1,0 +1,145 @@
+//! `POST /v1/chat/completions` (and `/inference/v1/chat/completions`): messages rendered with the policy's
+//! chat template (its system prompt first), then the same scoring or generation as completions.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::choice;
+use super::params::{LogprobsMode, Sampling, StreamOptions, reject_extra};
+use super::stream::{self, ChoiceEvent};
+use super::{ChunkHeader, Usage, plan_choices, spawn_stream};
+use crate::api::json::parse;
+use crate::api::logprobs::WireMessage;
+use crate::api::{ApiError, AppState, new_id, unix_time};
+use crate::engine::PromptInput;
+use crate::engine::chat_template::ChatMessage;
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<WireMessage>,
+    /// Also return the rendered prompt (in `content`) and its tokens' log-probabilities.
+    #[serde(default)]
+    pub echo: bool,
+    pub logprobs: Option<bool>,
+    pub top_logprobs: Option<u32>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    /// End-user id (OpenAI): accepted and ignored; it changes no number.
+    #[allow(dead_code)]
+    pub user: Option<String>,
+    #[serde(flatten)]
+    pub sampling: Sampling,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// Handler for `POST /v1/chat/completions` and `POST /inference/v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: ChatRequest = parse(body)?;
+    reject_extra(&req.extra)?;
+    let policy = state.policy(&req.model)?.clone();
+    let mode = LogprobsMode::for_chat(req.logprobs, req.top_logprobs)?;
+    let sampling = req.sampling.validate(&policy, policy.n_ctx as u32)?;
+    if req.messages.is_empty() {
+        return Err(ApiError::invalid("messages", "must not be empty"));
+    }
+    let messages = req.messages.into_iter().map(ChatMessage::from).collect();
+    let inputs = vec![PromptInput::Messages(messages)];
+    let (plans, usage) = plan_choices(&policy, inputs, &sampling, req.echo, mode.top_k()).await?;
+    let header = ChunkHeader {
+        id: new_id("chatcmpl"),
+        object: "chat.completion.chunk",
+        created: unix_time(),
+        model: req.model,
+    };
+    let vocab = policy.model.vocab.clone();
+    let logprobs_of = move |lines: &[choice::Line<'_>], offset: usize| -> Value {
+        match mode {
+            LogprobsMode::Off => Value::Null,
+            _ => serde_json::to_value(choice::content(&vocab, lines, offset)).expect("serializes"),
+        }
+    };
+
+    if req.stream {
+        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+        let (h1, h2) = (header.clone(), header);
+        let mut started = HashSet::new();
+        let format = move |event: ChoiceEvent| -> String {
+            match event {
+                ChoiceEvent::Delta(d) => {
+                    let lines: Vec<_> = d.lines.iter().map(|l| l.as_line()).collect();
+                    let logprobs = if lines.is_empty() {
+                        Value::Null
+                    } else {
+                        logprobs_of(&lines, d.offset)
+                    };
+                    let mut delta = json!({});
+                    if started.insert(d.index) {
+                        delta["role"] = json!("assistant");
+                    }
+                    if !d.text.is_empty() || d.finish.is_none() {
+                        delta["content"] = json!(d.text);
+                    }
+                    h1.chunk(
+                        json!([{"index": d.index, "delta": delta, "logprobs": logprobs,
+                                "finish_reason": d.finish.map(|f| f.as_str())}]),
+                        None,
+                    )
+                }
+                ChoiceEvent::Error(e) => e.body().to_string(),
+            }
+        };
+        let usage_chunk = move |u: Usage| h2.chunk(json!([]), Some(u));
+        let rx = spawn_stream(
+            policy,
+            plans,
+            None,
+            usage,
+            include_usage,
+            format,
+            usage_chunk,
+        );
+        return Ok(stream::sse(rx).into_response());
+    }
+
+    let outcomes = super::run_all(&policy, plans).await?;
+    let vocab = &policy.model.vocab;
+    let choices: Vec<Value> = outcomes
+        .iter()
+        .enumerate()
+        .map(|(index, o)| {
+            let mut text = o.echo_text(vocab, None);
+            text.extend_from_slice(&o.text);
+            let lines = o.lines(None);
+            json!({
+                "index": index,
+                "message": {"role": "assistant", "content": String::from_utf8_lossy(&text)},
+                "logprobs": logprobs_of(&lines, 0),
+                "finish_reason": o.finish.as_str(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "id": header.id,
+        "object": "chat.completion",
+        "created": header.created,
+        "model": header.model,
+        "choices": choices,
+        "usage": usage.with_completions(&outcomes),
+    }))
+    .into_response())
+}

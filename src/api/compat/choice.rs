@@ -1,0 +1,263 @@
+//! Running one choice of a completion — score-only (`max_tokens: 0`) or generation — and turning its
+//! tokens into the two logprobs shapes clients parse: OpenAI's legacy object and `content[]`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::engine::generate::{FinishReason, GenEvent, GenerateOptions};
+use crate::engine::vocab::{TokenId, Vocabulary};
+use crate::engine::{Policy, PreparedItem, ScoreError, ScoreOptions, TokenScore};
+
+/// The value reported for the first token of a sequence, which has no context to be scored in. A number
+/// (not `null`) because strict client models reject null and summing code would crash on it; 0.0 is the
+/// log-probability of something given, so sums over echoed tokens are unaffected.
+pub const FIRST_TOKEN_LOGPROB: f64 = 0.0;
+
+/// What to run for one choice.
+pub struct ChoicePlan {
+    pub prompt: Arc<PreparedItem>,
+    /// `None` = score only (`max_tokens: 0`).
+    pub generate: Option<GenerateOptions>,
+    pub echo: bool,
+    pub top_logprobs: usize,
+}
+
+/// A finished choice.
+pub struct ChoiceOutcome {
+    pub prompt: Arc<PreparedItem>,
+    /// Scores of prompt tokens 1..P when echo was asked.
+    pub echo: Option<Vec<TokenScore>>,
+    /// Generated tokens that start before the kept text ends.
+    pub tokens: Vec<TokenScore>,
+    /// All tokens sampled (for usage), including any cut by a stop string.
+    pub sampled: usize,
+    /// The generated text kept (bytes; a stop string and what follows are cut).
+    pub text: Vec<u8>,
+    pub finish: FinishReason,
+}
+
+/// Runs a choice to its end.
+pub async fn run(policy: &Policy, plan: ChoicePlan) -> Result<ChoiceOutcome, ScoreError> {
+    let Some(options) = plan.generate else {
+        let echo = if plan.echo {
+            let options = ScoreOptions {
+                top_logprobs: plan.top_logprobs,
+                echo: true,
+                score_end_of_turn: false,
+                temperature: 1.0,
+            };
+            let mut scores = policy.score(vec![plan.prompt.clone()], &options).await?;
+            Some(scores.remove(0).prompt)
+        } else {
+            None
+        };
+        return Ok(ChoiceOutcome {
+            prompt: plan.prompt,
+            echo,
+            tokens: Vec::new(),
+            sampled: 0,
+            text: Vec::new(),
+            finish: FinishReason::Length,
+        });
+    };
+    let mut rx = policy
+        .generate(plan.prompt.clone(), options, plan.echo, plan.top_logprobs)
+        .await?;
+    let vocab = &policy.model.vocab;
+    let mut outcome = ChoiceOutcome {
+        prompt: plan.prompt,
+        echo: None,
+        tokens: Vec::new(),
+        sampled: 0,
+        text: Vec::new(),
+        finish: FinishReason::Length,
+    };
+    let mut starts = Vec::new();
+    while let Some(event) = rx.recv().await {
+        match event {
+            GenEvent::Prompt(scores) => outcome.echo = Some(scores),
+            GenEvent::Token(t) => {
+                starts.push(outcome.text.len());
+                outcome.text.extend_from_slice(vocab.piece(t.token));
+                outcome.tokens.push(t);
+            }
+            GenEvent::Done { reason, text_len } => {
+                outcome.sampled = outcome.tokens.len();
+                outcome.text.truncate(text_len);
+                let keep = starts.iter().take_while(|&&s| s < text_len).count();
+                outcome.tokens.truncate(keep);
+                outcome.finish = reason;
+                return Ok(outcome);
+            }
+            GenEvent::Error(e) => return Err(e),
+        }
+    }
+    Err(ScoreError::Unavailable(
+        "the inference thread stopped before finishing".into(),
+    ))
+}
+
+/// One token of a choice's output, in order, with its score (`None` for a first token without context).
+pub struct Line<'a> {
+    pub token: TokenId,
+    pub score: Option<&'a TokenScore>,
+}
+
+impl ChoiceOutcome {
+    /// The echoed prompt tokens (the last `echo_last` of them, if given) followed by the generated ones.
+    pub fn lines(&self, echo_last: Option<usize>) -> Vec<Line<'_>> {
+        let mut out = Vec::new();
+        if let Some(echo) = &self.echo {
+            let p = &self.prompt.tokens[..self.prompt.prompt_len];
+            let skip = echo_last.map_or(0, |n| p.len().saturating_sub(n));
+            for (i, &token) in p.iter().enumerate().skip(skip) {
+                let score = if i == 0 { None } else { Some(&echo[i - 1]) };
+                out.push(Line { token, score });
+            }
+        }
+        out.extend(self.tokens.iter().map(|t| Line {
+            token: t.token,
+            score: Some(t),
+        }));
+        out
+    }
+
+    /// Bytes of the echoed prompt part of the text (the pieces of the echoed prompt tokens).
+    pub fn echo_text(&self, vocab: &Vocabulary, echo_last: Option<usize>) -> Vec<u8> {
+        let Some(_) = &self.echo else {
+            return Vec::new();
+        };
+        let p = &self.prompt.tokens[..self.prompt.prompt_len];
+        let skip = echo_last.map_or(0, |n| p.len().saturating_sub(n));
+        p[skip..]
+            .iter()
+            .flat_map(|&t| vocab.piece(t).iter().copied())
+            .collect()
+    }
+}
+
+/// Characters (UTF-8 sequences) that start in `bytes`: OpenAI's `text_offset` counts characters.
+pub fn chars_in(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| (b & 0xC0) != 0x80).count()
+}
+
+/// OpenAI's legacy logprobs object (`logprobs: <int>`).
+#[derive(Debug, Serialize)]
+pub struct LegacyLogprobs {
+    pub tokens: Vec<String>,
+    pub token_logprobs: Vec<f64>,
+    pub top_logprobs: Option<Vec<BTreeMap<String, f64>>>,
+    pub text_offset: Vec<usize>,
+    pub token_ids: Vec<TokenId>,
+}
+
+/// One alternative in `content[].top_logprobs`.
+#[derive(Debug, Serialize)]
+pub struct ContentTop {
+    pub token: String,
+    pub logprob: f64,
+    pub bytes: Vec<u8>,
+    pub token_id: TokenId,
+}
+
+/// One entry of `content[]` (OpenAI's chat logprobs shape, with Fireworks' `token_id` and `text_offset`).
+#[derive(Debug, Serialize)]
+pub struct ContentEntry {
+    pub token: String,
+    pub logprob: f64,
+    pub bytes: Vec<u8>,
+    pub top_logprobs: Vec<ContentTop>,
+    pub token_id: TokenId,
+    pub text_offset: usize,
+}
+
+/// `{"content": [...]}`.
+#[derive(Debug, Serialize)]
+pub struct ContentLogprobs {
+    pub content: Vec<ContentEntry>,
+}
+
+fn text_of(vocab: &Vocabulary, t: TokenId) -> String {
+    String::from_utf8_lossy(vocab.piece(t)).into_owned()
+}
+
+/// The legacy object for `lines`, whose text starts `offset` characters into the returned text.
+pub fn legacy(
+    vocab: &Vocabulary,
+    lines: &[Line<'_>],
+    k: usize,
+    mut offset: usize,
+) -> LegacyLogprobs {
+    let mut out = LegacyLogprobs {
+        tokens: Vec::with_capacity(lines.len()),
+        token_logprobs: Vec::with_capacity(lines.len()),
+        top_logprobs: (k > 0).then(Vec::new),
+        text_offset: Vec::with_capacity(lines.len()),
+        token_ids: Vec::with_capacity(lines.len()),
+    };
+    for line in lines {
+        out.tokens.push(text_of(vocab, line.token));
+        out.token_logprobs
+            .push(line.score.map_or(FIRST_TOKEN_LOGPROB, |s| s.logprob));
+        if let Some(tops) = &mut out.top_logprobs {
+            let mut map = BTreeMap::new();
+            for t in line.score.map_or(&[][..], |s| &s.top[..]) {
+                // Tokens that render alike (partial UTF-8) share a key: keep the likelier.
+                let e = map.entry(text_of(vocab, t.token)).or_insert(t.logprob);
+                *e = e.max(t.logprob);
+            }
+            tops.push(map);
+        }
+        out.text_offset.push(offset);
+        out.token_ids.push(line.token);
+        offset += chars_in(vocab.piece(line.token));
+    }
+    out
+}
+
+/// The `content[]` shape for `lines`, whose text starts `offset` characters into the returned text.
+pub fn content(vocab: &Vocabulary, lines: &[Line<'_>], mut offset: usize) -> ContentLogprobs {
+    let content = lines
+        .iter()
+        .map(|line| {
+            let entry = ContentEntry {
+                token: text_of(vocab, line.token),
+                logprob: line.score.map_or(FIRST_TOKEN_LOGPROB, |s| s.logprob),
+                bytes: vocab.piece(line.token).to_vec(),
+                top_logprobs: line
+                    .score
+                    .map_or(&[][..], |s| &s.top[..])
+                    .iter()
+                    .map(|t| ContentTop {
+                        token: text_of(vocab, t.token),
+                        logprob: t.logprob,
+                        bytes: vocab.piece(t.token).to_vec(),
+                        token_id: t.token,
+                    })
+                    .collect(),
+                token_id: line.token,
+                text_offset: offset,
+            };
+            offset += chars_in(vocab.piece(line.token));
+            entry
+        })
+        .collect();
+    ContentLogprobs { content }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chars_in;
+
+    #[test]
+    fn text_offsets_count_characters_not_bytes() {
+        assert_eq!(chars_in("abc".as_bytes()), 3);
+        assert_eq!(chars_in("東京".as_bytes()), 2);
+        assert_eq!(chars_in("😀".as_bytes()), 1);
+        // A token holding the start of a character counts it; one holding only its tail does not.
+        assert_eq!(chars_in(&"😀".as_bytes()[..2]), 1);
+        assert_eq!(chars_in(&"😀".as_bytes()[2..]), 0);
+    }
+}

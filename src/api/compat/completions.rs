@@ -1,0 +1,219 @@
+//! `POST /v1/completions` (and `/inference/v1/completions`): OpenAI/Fireworks completions. With
+//! `max_tokens: 0`, `echo: true` and `logprobs` it is the teacher-forcing call hosted-API users already
+//! make; with `max_tokens > 0` it generates with llama.cpp's sampler chain.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::choice::{self, ChoiceOutcome, chars_in};
+use super::params::LogprobsMode;
+use super::params::{Sampling, StreamOptions, reject_extra};
+use super::stream::{self, ChoiceEvent};
+use super::{ChunkHeader, Usage, plan_choices, spawn_stream};
+use crate::api::json::parse;
+use crate::api::{ApiError, AppState, new_id, unix_time};
+use crate::engine::PromptInput;
+use crate::engine::vocab::Vocabulary;
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub prompt: Value,
+    #[serde(default)]
+    pub echo: bool,
+    pub echo_last: Option<u32>,
+    pub logprobs: Option<Value>,
+    pub top_logprobs: Option<u32>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub return_token_ids: bool,
+    /// End-user id (OpenAI): accepted and ignored; it changes no number.
+    #[allow(dead_code)]
+    pub user: Option<String>,
+    #[serde(flatten)]
+    pub sampling: Sampling,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// The OpenAI `prompt` forms: a string, strings, token ids, or lists of token ids.
+fn prompts(value: &Value) -> Result<Vec<PromptInput>, ApiError> {
+    let bad = || {
+        ApiError::invalid(
+            "prompt",
+            "must be a string, a list of strings, a list of token ids, or a list of token-id lists",
+        )
+    };
+    let ids = |v: &[Value]| -> Option<Vec<i64>> { v.iter().map(Value::as_i64).collect() };
+    match value {
+        Value::String(s) => Ok(vec![PromptInput::Text(s.clone())]),
+        Value::Array(items) if items.is_empty() => {
+            Err(ApiError::invalid("prompt", "must not be an empty list"))
+        }
+        Value::Array(items) => match &items[0] {
+            Value::String(_) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(|s| PromptInput::Text(s.into()))
+                        .ok_or_else(bad)
+                })
+                .collect(),
+            Value::Number(_) => Ok(vec![PromptInput::TokenIds(ids(items).ok_or_else(bad)?)]),
+            Value::Array(_) => items
+                .iter()
+                .map(|v| {
+                    v.as_array()
+                        .and_then(|a| ids(a))
+                        .map(PromptInput::TokenIds)
+                        .ok_or_else(bad)
+                })
+                .collect(),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+#[derive(Serialize)]
+struct CompletionChoice {
+    index: usize,
+    text: String,
+    logprobs: Option<Value>,
+    finish_reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_token_ids: Option<Vec<i32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_ids: Option<Vec<i32>>,
+}
+
+/// The logprobs value of a choice (or a streamed delta) in the requested shape.
+fn logprobs_value(
+    vocab: &Vocabulary,
+    mode: LogprobsMode,
+    lines: &[choice::Line<'_>],
+    offset: usize,
+) -> Option<Value> {
+    let v = match mode {
+        LogprobsMode::Off => return None,
+        LogprobsMode::Legacy(k) => serde_json::to_value(choice::legacy(vocab, lines, k, offset)),
+        LogprobsMode::Content(_) => serde_json::to_value(choice::content(vocab, lines, offset)),
+    };
+    Some(v.expect("logprobs serialize"))
+}
+
+fn choice_json(
+    vocab: &Vocabulary,
+    index: usize,
+    outcome: &ChoiceOutcome,
+    mode: LogprobsMode,
+    echo_last: Option<usize>,
+    return_token_ids: bool,
+) -> CompletionChoice {
+    let mut text = outcome.echo_text(vocab, echo_last);
+    // Without echo, offsets count from the start of the prompt text, as OpenAI's do.
+    let offset = if outcome.echo.is_some() {
+        0
+    } else {
+        outcome.prompt.tokens[..outcome.prompt.prompt_len]
+            .iter()
+            .map(|&t| chars_in(vocab.piece(t)))
+            .sum()
+    };
+    text.extend_from_slice(&outcome.text);
+    let lines = outcome.lines(echo_last);
+    CompletionChoice {
+        index,
+        text: String::from_utf8_lossy(&text).into_owned(),
+        logprobs: logprobs_value(vocab, mode, &lines, offset),
+        finish_reason: outcome.finish.as_str(),
+        prompt_token_ids: return_token_ids
+            .then(|| outcome.prompt.tokens[..outcome.prompt.prompt_len].to_vec()),
+        token_ids: return_token_ids.then(|| outcome.tokens.iter().map(|t| t.token).collect()),
+    }
+}
+
+/// Handler for `POST /v1/completions` and `POST /inference/v1/completions`.
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: CompletionRequest = parse(body)?;
+    reject_extra(&req.extra)?;
+    let policy = state.policy(&req.model)?.clone();
+    let mode = LogprobsMode::for_completions(&req.logprobs, req.top_logprobs)?;
+    let sampling = req.sampling.validate(&policy, 16)?;
+    let inputs = prompts(&req.prompt)?;
+    let echo = req.echo || req.echo_last.is_some();
+    let echo_last = req.echo_last.map(|n| n as usize);
+    let (plans, usage) = plan_choices(&policy, inputs, &sampling, echo, mode.top_k()).await?;
+    let header = ChunkHeader {
+        id: new_id("cmpl"),
+        object: "text_completion",
+        created: unix_time(),
+        model: req.model,
+    };
+
+    if req.stream {
+        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+        let vocab = policy.model.vocab.clone();
+        let (h1, h2) = (header.clone(), header);
+        let format = move |event: ChoiceEvent| -> String {
+            match event {
+                ChoiceEvent::Delta(d) => {
+                    let lines: Vec<_> = d.lines.iter().map(|l| l.as_line()).collect();
+                    let logprobs = if lines.is_empty() {
+                        None
+                    } else {
+                        logprobs_value(&vocab, mode, &lines, d.offset)
+                    };
+                    h1.chunk(
+                        json!([{"index": d.index, "text": d.text, "logprobs": logprobs,
+                                "finish_reason": d.finish.map(|f| f.as_str())}]),
+                        None,
+                    )
+                }
+                ChoiceEvent::Error(e) => e.body().to_string(),
+            }
+        };
+        let usage_chunk = move |u: Usage| h2.chunk(json!([]), Some(u));
+        let rx = spawn_stream(
+            policy,
+            plans,
+            echo_last,
+            usage,
+            include_usage,
+            format,
+            usage_chunk,
+        );
+        return Ok(stream::sse(rx).into_response());
+    }
+
+    let outcomes = super::run_all(&policy, plans).await?;
+    let vocab = &policy.model.vocab;
+    let choices: Vec<CompletionChoice> = outcomes
+        .iter()
+        .enumerate()
+        .map(|(i, o)| choice_json(vocab, i, o, mode, echo_last, req.return_token_ids))
+        .collect();
+    let usage = usage.with_completions(&outcomes);
+    Ok(Json(json!({
+        "id": header.id,
+        "object": header.object,
+        "created": header.created,
+        "model": header.model,
+        "choices": choices,
+        "usage": usage,
+    }))
+    .into_response())
+}

@@ -1,0 +1,215 @@
+//! The Fireworks/OpenAI wire format: `/completions` and `/chat/completions`, so that existing clients
+//! (openai and fireworks-ai SDKs, LangChain, lm-eval) switch to llama-scorer by changing the base URL.
+
+pub mod chat;
+pub mod choice;
+pub mod completions;
+pub mod params;
+pub mod stream;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use self::choice::{ChoiceOutcome, ChoicePlan};
+use self::params::Validated;
+use self::stream::ChoiceEvent;
+use crate::api::ApiError;
+use crate::engine::{Policy, PreparedItem, PromptInput, ScoreError};
+
+/// `usage` as OpenAI and Fireworks report it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+impl Usage {
+    fn new(prompt_tokens: usize, completion_tokens: usize) -> Usage {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    }
+
+    /// The same usage with the tokens the outcomes sampled.
+    pub fn with_completions(self, outcomes: &[ChoiceOutcome]) -> Usage {
+        Usage::new(self.prompt_tokens, outcomes.iter().map(|o| o.sampled).sum())
+    }
+}
+
+/// The choices of a request: prompts tokenized (off the async runtime), `max_tokens` fitted to each
+/// prompt's room in the context (or refused with `context_length_exceeded_behavior: error`), and `n`
+/// choices per prompt, choice j sampling with seed + j. Also returns the usage of the prompts.
+pub async fn plan_choices(
+    policy: &Arc<Policy>,
+    inputs: Vec<PromptInput>,
+    sampling: &Validated,
+    echo: bool,
+    top_logprobs: usize,
+) -> Result<(Vec<ChoicePlan>, Usage), ApiError> {
+    let p = policy.clone();
+    let many = inputs.len() > 1;
+    let prepared: Vec<PreparedItem> = tokio::task::spawn_blocking(move || {
+        inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| {
+                p.prepare_prompt(input).map_err(|e| {
+                    let e = rename_prompt_field(e);
+                    if many {
+                        e.within(&format!("prompt[{i}]"))
+                    } else {
+                        e
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, ScoreError>>()
+    })
+    .await
+    .map_err(|e| ScoreError::Internal(format!("tokenizer task failed: {e}")))??;
+    let mut plans = Vec::new();
+    let mut prompt_tokens = 0;
+    for item in prepared {
+        let p = item.prompt_len;
+        prompt_tokens += p;
+        let room = policy.n_ctx - p;
+        let mut options = sampling.options.clone();
+        if options.max_tokens > room {
+            if sampling.error_on_overflow {
+                return Err(ScoreError::TooLong {
+                    field: "max_tokens".into(),
+                    tokens: p + options.max_tokens,
+                    prompt_tokens: p,
+                    response_tokens: options.max_tokens,
+                    limit: policy.n_ctx,
+                    policy: policy.name.clone(),
+                }
+                .into());
+            }
+            options.max_tokens = room;
+        }
+        let item = Arc::new(item);
+        for j in 0..sampling.n {
+            let generate = (options.max_tokens > 0).then(|| {
+                let mut o = options.clone();
+                o.seed = o.seed.wrapping_add(j as u32);
+                o
+            });
+            plans.push(ChoicePlan {
+                prompt: item.clone(),
+                generate,
+                echo,
+                top_logprobs,
+            });
+        }
+    }
+    Ok((plans, Usage::new(prompt_tokens, 0)))
+}
+
+/// Completions take token-id prompts in `prompt`: name that field as the client wrote it.
+fn rename_prompt_field(e: ScoreError) -> ScoreError {
+    match e {
+        ScoreError::InvalidInput { field, message } => ScoreError::InvalidInput {
+            field: field.replacen("prompt_token_ids", "prompt", 1),
+            message,
+        },
+        ScoreError::TooLong {
+            field,
+            tokens,
+            prompt_tokens,
+            response_tokens,
+            limit,
+            policy,
+        } => ScoreError::TooLong {
+            field: field.replacen("prompt_token_ids", "prompt", 1),
+            tokens,
+            prompt_tokens,
+            response_tokens,
+            limit,
+            policy,
+        },
+        other => other,
+    }
+}
+
+/// Runs every choice (they queue as separate jobs) and returns their outcomes in order.
+pub async fn run_all(
+    policy: &Policy,
+    plans: Vec<ChoicePlan>,
+) -> Result<Vec<ChoiceOutcome>, ApiError> {
+    let runs = plans.into_iter().map(|plan| choice::run(policy, plan));
+    futures_util::future::try_join_all(runs)
+        .await
+        .map_err(ApiError::from)
+}
+
+/// Streams every choice: deltas are formatted by `format` as they come, then (if asked) a usage chunk
+/// from `usage_chunk`, then `[DONE]`. When the client goes away, every choice is abandoned.
+pub fn spawn_stream(
+    policy: Arc<Policy>,
+    plans: Vec<ChoicePlan>,
+    echo_last: Option<usize>,
+    usage: Usage,
+    include_usage: bool,
+    mut format: impl FnMut(ChoiceEvent) -> String + Send + 'static,
+    usage_chunk: impl FnOnce(Usage) -> String + Send + 'static,
+) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let (events_tx, mut events) = mpsc::channel(64);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, plan) in plans.into_iter().enumerate() {
+            tasks.spawn(stream::run_choice(
+                policy.clone(),
+                plan,
+                index,
+                echo_last,
+                events_tx.clone(),
+            ));
+        }
+        drop(events_tx);
+        while let Some(event) = events.recv().await {
+            if tx.send(format(event)).await.is_err() {
+                return; // client gone: dropping `tasks` aborts the choices
+            }
+        }
+        let mut sampled = 0;
+        while let Some(n) = tasks.join_next().await {
+            sampled += n.unwrap_or(0);
+        }
+        if include_usage {
+            let usage = Usage::new(usage.prompt_tokens, sampled);
+            let _ = tx.send(usage_chunk(usage)).await;
+        }
+        let _ = tx.send("[DONE]".to_string()).await;
+    });
+    rx
+}
+
+/// The fixed part of every streamed chunk.
+#[derive(Clone)]
+pub struct ChunkHeader {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+}
+
+impl ChunkHeader {
+    /// A chunk with these choices (and usage, for the last one).
+    pub fn chunk(&self, choices: Value, usage: Option<Usage>) -> String {
+        let mut v = serde_json::json!({
+            "id": self.id, "object": self.object, "created": self.created,
+            "model": self.model, "choices": choices,
+        });
+        if let Some(u) = usage {
+            v["usage"] = serde_json::to_value(u).expect("usage serializes");
+        }
+        v.to_string()
+    }
+}
