@@ -49,6 +49,8 @@ pub struct ServerSection {
     pub batch_size: Option<u32>,
     /// Largest request body in bytes.
     pub max_body_bytes: Option<usize>,
+    /// Bearer keys clients must send; none = no authentication. Also read from LLAMA_SCORER_API_KEYS.
+    pub api_keys: Option<Vec<String>>,
 }
 
 /// One policy as written in YAML (the seed experiment's shape).
@@ -91,6 +93,8 @@ pub struct Config {
     pub max_batch_items: usize,
     pub batch_size: u32,
     pub max_body_bytes: usize,
+    /// Accepted bearer keys (empty: authentication off).
+    pub api_keys: Vec<String>,
     pub policies: Vec<PolicyConfig>,
 }
 
@@ -195,6 +199,7 @@ impl Config {
                 .max_body_bytes
                 .or(file.max_body_bytes)
                 .unwrap_or(32 * 1024 * 1024),
+            api_keys: o.api_keys.clone().or(file.api_keys).unwrap_or_default(),
             policies,
         };
         cfg.check_server()?;
@@ -216,6 +221,9 @@ impl Config {
                 "server.max_batch_items ({}) exceeds server.queue_size ({}): such a batch could never be queued",
                 self.max_batch_items, self.queue_size
             )));
+        }
+        if self.api_keys.iter().any(|k| k.trim().is_empty()) {
+            return Err(err("server.api_keys: keys must not be empty"));
         }
         if !(1..=65536).contains(&self.batch_size) {
             return Err(err("server.batch_size must be between 1 and 65536"));

@@ -90,6 +90,15 @@ struct ServeArgs {
     /// Largest request body in bytes [default: 32 MiB].
     #[arg(long)]
     max_body_bytes: Option<usize>,
+    /// Require `Authorization: Bearer KEY` on every route but /health (repeatable; comma-separated in the
+    /// environment variable).
+    #[arg(
+        long = "api-key",
+        env = "LLAMA_SCORER_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Vec<String>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -115,6 +124,7 @@ fn load_config(args: &ServeArgs) -> Result<Config, String> {
             max_batch_items: args.max_batch_items,
             batch_size: args.batch_size,
             max_body_bytes: args.max_body_bytes,
+            api_keys: (!args.api_keys.is_empty()).then(|| args.api_keys.clone()),
         },
     };
     let cfg = match (&args.config, &args.model) {

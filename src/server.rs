@@ -34,7 +34,7 @@ impl Server {
         });
         Ok(Server {
             listener,
-            app: router(state, cfg.max_body_bytes),
+            app: router(state, cfg.max_body_bytes, cfg.api_keys.clone()),
             engine,
         })
     }

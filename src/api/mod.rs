@@ -1,6 +1,7 @@
 //! The HTTP layer: routes, wire types and errors. Thin by design — parsing, validation of wire-only
 //! rules, and formatting; everything that changes a number lives in the engine.
 
+mod auth;
 mod compat;
 mod error;
 mod health;
@@ -44,7 +45,7 @@ impl AppState {
 }
 
 /// The application's routes; each API route is served under both `/v1` and `/inference/v1` (Fireworks).
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+pub fn router(state: Arc<AppState>, max_body_bytes: usize, api_keys: Vec<String>) -> Router {
     let api = Router::new()
         .route("/logprobs", post(logprobs::logprobs))
         .route("/completions", post(compat::completions::completions))
@@ -56,6 +57,10 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .fallback(health::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(auth::Keys(api_keys)),
+            auth::require_key,
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -23,7 +23,6 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
                 "owned_by": "llama-scorer",
                 "context_length": p.n_ctx,
                 "supports_chat": p.supports_chat(),
-                "temperature": p.temperature,
             })
         })
         .collect();

@@ -62,6 +62,7 @@ pub fn base_config(policies: Vec<PolicyConfig>) -> Config {
         max_batch_items: 256,
         batch_size: 512,
         max_body_bytes: 32 << 20,
+        api_keys: Vec::new(),
         policies,
     }
 }

@@ -3,6 +3,7 @@
 mod boundary;
 mod cli;
 mod common;
+mod compat;
 mod determinism;
 mod errors;
 mod identities;

@@ -13,10 +13,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::choice;
-use super::params::{LogprobsMode, Sampling, StreamOptions, reject_extra};
+use super::params::{LogprobsMode, Sampling, StreamOptions};
 use super::stream::{self, ChoiceEvent};
 use super::{ChunkHeader, Usage, plan_choices, spawn_stream};
-use crate::api::json::parse;
+use crate::api::json::{fields_of, from_object, parse_object, reject_unknown};
 use crate::api::logprobs::WireMessage;
 use crate::api::{ApiError, AppState, new_id, unix_time};
 use crate::engine::PromptInput;
@@ -38,10 +38,6 @@ pub struct ChatRequest {
     /// End-user id (OpenAI): accepted and ignored; it changes no number.
     #[allow(dead_code)]
     pub user: Option<String>,
-    #[serde(flatten)]
-    pub sampling: Sampling,
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, Value>,
 }
 
 /// Handler for `POST /v1/chat/completions` and `POST /inference/v1/chat/completions`.
@@ -49,11 +45,16 @@ pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: ChatRequest = parse(body)?;
-    reject_extra(&req.extra)?;
+    let object = parse_object(body)?;
+    reject_unknown(
+        &object,
+        &[fields_of::<ChatRequest>(), fields_of::<Sampling>()],
+    )?;
+    let req: ChatRequest = from_object(&object)?;
+    let sampling_fields: Sampling = from_object(&object)?;
     let policy = state.policy(&req.model)?.clone();
     let mode = LogprobsMode::for_chat(req.logprobs, req.top_logprobs)?;
-    let sampling = req.sampling.validate(&policy, policy.n_ctx as u32)?;
+    let sampling = sampling_fields.validate(&policy, policy.n_ctx as u32)?;
     if req.messages.is_empty() {
         return Err(ApiError::invalid("messages", "must not be empty"));
     }

@@ -14,10 +14,10 @@ use serde_json::{Value, json};
 
 use super::choice::{self, ChoiceOutcome, chars_in};
 use super::params::LogprobsMode;
-use super::params::{Sampling, StreamOptions, reject_extra};
+use super::params::{Sampling, StreamOptions};
 use super::stream::{self, ChoiceEvent};
 use super::{ChunkHeader, Usage, plan_choices, spawn_stream};
-use crate::api::json::parse;
+use crate::api::json::{fields_of, from_object, parse_object, reject_unknown};
 use crate::api::{ApiError, AppState, new_id, unix_time};
 use crate::engine::PromptInput;
 use crate::engine::vocab::Vocabulary;
@@ -40,10 +40,6 @@ pub struct CompletionRequest {
     /// End-user id (OpenAI): accepted and ignored; it changes no number.
     #[allow(dead_code)]
     pub user: Option<String>,
-    #[serde(flatten)]
-    pub sampling: Sampling,
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, Value>,
 }
 
 /// The OpenAI `prompt` forms: a string, strings, token ids, or lists of token ids.
@@ -148,11 +144,16 @@ pub async fn completions(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: CompletionRequest = parse(body)?;
-    reject_extra(&req.extra)?;
+    let object = parse_object(body)?;
+    reject_unknown(
+        &object,
+        &[fields_of::<CompletionRequest>(), fields_of::<Sampling>()],
+    )?;
+    let req: CompletionRequest = from_object(&object)?;
+    let sampling_fields: Sampling = from_object(&object)?;
     let policy = state.policy(&req.model)?.clone();
     let mode = LogprobsMode::for_completions(&req.logprobs, req.top_logprobs)?;
-    let sampling = req.sampling.validate(&policy, 16)?;
+    let sampling = sampling_fields.validate(&policy, 16)?;
     let inputs = prompts(&req.prompt)?;
     let echo = req.echo || req.echo_last.is_some();
     let echo_last = req.echo_last.map(|n| n as usize);

@@ -279,14 +279,3 @@ impl LogprobsMode {
         }
     }
 }
-
-/// Refuses fields the endpoint does not know, as Fireworks does ("Extra inputs are not permitted").
-pub fn reject_extra(extra: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
-    match extra.keys().next() {
-        Some(k) => Err(ApiError::invalid(
-            k.as_str(),
-            "Extra inputs are not permitted",
-        )),
-        None => Ok(()),
-    }
-}

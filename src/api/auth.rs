@@ -1,0 +1,65 @@
+//! Bearer-key authentication: off unless keys are configured; then every route but `/health` needs
+//! `Authorization: Bearer KEY`. Keys are compared in constant time, and never logged.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use super::ApiError;
+
+/// The accepted keys.
+pub struct Keys(pub Vec<String>);
+
+impl Keys {
+    /// Whether `presented` equals one of the keys; every key is compared, in constant time.
+    fn accepts(&self, presented: &[u8]) -> bool {
+        self.0
+            .iter()
+            .fold(0u8, |ok, k| ok | k.as_bytes().ct_eq(presented).unwrap_u8())
+            == 1
+    }
+}
+
+/// Middleware: refuses requests without a valid key with 401 in the API's error shape.
+pub async fn require_key(State(keys): State<Arc<Keys>>, request: Request, next: Next) -> Response {
+    if keys.0.is_empty() || request.uri().path() == "/health" {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(key) if keys.accepts(key.as_bytes()) => next.run(request).await,
+        Some(_) => unauthorized("the API key is not valid"),
+        None => unauthorized("missing `Authorization: Bearer <API key>` header"),
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut e = ApiError::with_status(StatusCode::UNAUTHORIZED, "invalid_api_key", message);
+    e.kind = "authentication_error";
+    e.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+
+    #[test]
+    fn only_exact_keys_are_accepted() {
+        let keys = Keys(vec!["alpha".into(), "beta-key".into()]);
+        assert!(keys.accepts(b"alpha"));
+        assert!(keys.accepts(b"beta-key"));
+        assert!(!keys.accepts(b"alph"));
+        assert!(!keys.accepts(b"alphaa"));
+        assert!(!keys.accepts(b""));
+        assert!(!Keys(vec![]).accepts(b""));
+    }
+}
