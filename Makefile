@@ -3,6 +3,7 @@
 MODELS ?= models
 PYTHON ?= python3
 VENV ?= .venv
+VENV_FW0 ?= .venv-fireworks0
 DEFAULT_MODEL := $(MODELS)/SmolLM2-135M-Instruct.Q4_1.gguf
 HOST ?= 127.0.0.1
 PORT ?= 8080
@@ -28,8 +29,13 @@ $(VENV)/.installed: tests/python/requirements.txt
 	$(VENV)/bin/pip install -q -r tests/python/requirements.txt
 	touch $@
 
+$(VENV_FW0)/.installed: tests/python/requirements-fireworks0.txt
+	$(PYTHON) -m venv $(VENV_FW0)
+	$(VENV_FW0)/bin/pip install -q -r tests/python/requirements-fireworks0.txt
+	touch $@
+
 ## Everything CI runs: style, lints, Rust unit + integration tests, Python reference checks.
-test: models build $(VENV)/.installed lint test-rust test-python
+test: models build $(VENV)/.installed $(VENV_FW0)/.installed lint test-rust test-python
 
 lint:
 	cargo fmt --all -- --check
@@ -38,12 +44,13 @@ lint:
 test-rust: models
 	cargo test --release --locked
 
-test-python: models build $(VENV)/.installed
+test-python: models build $(VENV)/.installed $(VENV_FW0)/.installed
 	$(VENV)/bin/python -m pytest -q tests/python
+	$(VENV_FW0)/bin/python -m pytest -q tests/python/test_fireworks_legacy.py
 
 ## Throughput: HTTP vs the engine alone on the default model (see README "Performance").
 bench: models build $(VENV)/.installed
 	$(VENV)/bin/python scripts/bench.py --model $(DEFAULT_MODEL)
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VENV_FW0)

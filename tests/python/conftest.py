@@ -23,15 +23,27 @@ def _free_port():
         return s.getsockname()[1]
 
 
+API_KEY = "test-key"
+# A policy named with the id Fireworks clients already send, served by SmolLM2.
+FIREWORKS_ID = "accounts/fireworks/models/llama-v3p1-8b-instruct"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
 @pytest.fixture(scope="session")
 def server():
-    """Base URL of a server with policies `smol` (SmolLM2) and `gemma` (Gemma 3)."""
+    """Base URL of a server (API key `test-key`) with policies `smol` (SmolLM2), `gemma` (Gemma 3),
+    a Fireworks-style id on SmolLM2, and `smol-short` (n_ctx 64)."""
     for f in (BINARY, SMOL, GEMMA):
         if not f.exists():
             pytest.fail(f"{f} is missing: run `make build` and scripts/fetch-models.sh")
     port = _free_port()
     config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-    config.write(f"policies:\n  smol: {{model: {SMOL}}}\n  gemma: {{model: {GEMMA}}}\n")
+    config.write(
+        f"server: {{api_keys: [{API_KEY}]}}\n"
+        f"policies:\n  smol: {{model: {SMOL}}}\n  gemma: {{model: {GEMMA}}}\n"
+        f"  {FIREWORKS_ID}: {{model: {SMOL}, temperature: 0.7}}\n"
+        f"  smol-short: {{model: {SMOL}, n_ctx: 64}}\n"
+    )
     config.close()
     log = open(Path(tempfile.gettempdir()) / f"llama-scorer-pytest-{port}.log", "w")
     proc = subprocess.Popen(
@@ -59,6 +71,6 @@ def server():
 
 
 def score(base, **body):
-    r = requests.post(base + "/v1/logprobs", json=body, timeout=600)
+    r = requests.post(base + "/v1/logprobs", json=body, headers=AUTH, timeout=600)
     assert r.status_code == 200, r.text
     return r.json()["data"][0]
