@@ -7,3 +7,4 @@ mod compat;
 mod determinism;
 mod errors;
 mod identities;
+mod openapi;
