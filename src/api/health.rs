@@ -26,6 +26,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Json<Value> {
                 "path": m.info.path,
                 "n_ctx": m.info.n_ctx,
                 "queue_depth": m.queue_depth(),
+                "abandoned_jobs": m.abandoned_jobs(),
             })
         })
         .collect();

@@ -2,6 +2,7 @@
 //! inference threads.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -56,6 +57,8 @@ pub struct LoadedModel {
     queue: mpsc::Sender<Job>,
     admission: Arc<Semaphore>,
     capacity: usize,
+    /// Jobs dropped without being computed because whoever asked had gone.
+    abandoned: Arc<AtomicU64>,
 }
 
 /// The context size a policy gets when it does not set `n_ctx`.
@@ -114,15 +117,17 @@ impl LoadedModel {
             threads: settings.threads_per_worker as i32,
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let abandoned = Arc::new(AtomicU64::new(0));
         let name = path
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         for i in 0..settings.workers {
-            let (m, v, r, ready) = (llama.clone(), vocab.clone(), rx.clone(), ready_tx.clone());
+            let (m, v, a) = (llama.clone(), vocab.clone(), abandoned.clone());
+            let (r, ready) = (rx.clone(), ready_tx.clone());
             std::thread::Builder::new()
                 .name(format!("infer-{i}-{name}"))
-                .spawn(move || worker::run(m, v, worker_settings, r, ready))
+                .spawn(move || worker::run(m, v, a, worker_settings, r, ready))
                 .map_err(|e| format!("cannot start an inference thread: {e}"))?;
         }
         for _ in 0..settings.workers {
@@ -150,6 +155,7 @@ impl LoadedModel {
             queue: tx,
             admission: Arc::new(Semaphore::new(settings.capacity)),
             capacity: settings.capacity,
+            abandoned,
         })
     }
 
@@ -160,6 +166,11 @@ impl LoadedModel {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default()
+    }
+
+    /// Jobs skipped so far because their requester had gone before an inference thread took them.
+    pub fn abandoned_jobs(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
     }
 
     /// Items waiting in the queue now.

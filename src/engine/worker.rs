@@ -5,6 +5,7 @@
 //! cleared before every item — so the numbers for an item never depend on what else is queued, which thread
 //! runs it, or how busy the server is. Logits are requested only at positions whose next token is scored.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use llama_cpp_2::context::LlamaContext;
@@ -96,6 +97,7 @@ pub fn create_context(
 pub fn run(
     model: Arc<LlamaModel>,
     vocab: Arc<Vocabulary>,
+    abandoned: Arc<AtomicU64>,
     settings: WorkerSettings,
     jobs: SharedReceiver,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -122,6 +124,7 @@ pub fn run(
         };
         drop(permit);
         if work.abandoned() {
+            abandoned.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         let chunk = settings.chunk as usize;

@@ -272,3 +272,52 @@ fn the_example_arena_config_serves_its_policies() {
         "the system prompt changes the distribution"
     );
 }
+
+#[test]
+fn work_of_a_client_that_went_away_is_dropped_not_computed() {
+    let dir = tempfile::tempdir().unwrap();
+    let smol = smol_path().display().to_string();
+    let cfg = write_config(dir.path(), &format!("policies:\n  p0: {{model: {smol}}}\n"));
+    let s = start(&cfg);
+    // A batch that takes far longer than the client is willing to wait.
+    let items: Vec<serde_json::Value> = (0..40)
+        .map(
+            |i| json!({"prompt": format!("{i} {}", "long context ".repeat(80)), "response": " ok"}),
+        )
+        .collect();
+    let impatient = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let r = impatient
+        .post(format!("{}/v1/logprobs", s.base))
+        .json(&json!({"model": "p0", "items": items}))
+        .send();
+    assert!(r.is_err(), "the batch finished before the client gave up");
+    // The queue drains without computing the abandoned items, and the server answers normally.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ready = loop {
+        let ready: serde_json::Value = client()
+            .get(format!("{}/ready", s.base))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if ready["models"][0]["queue_depth"] == 0 || Instant::now() > deadline {
+            break ready;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ready["models"][0]["queue_depth"], 0, "{ready}");
+    let abandoned = ready["models"][0]["abandoned_jobs"].as_u64().unwrap();
+    assert!(
+        abandoned >= 30,
+        "only {abandoned} of 40 queued items were skipped: {ready}"
+    );
+    let (status, _) = post_to(
+        &s.base,
+        "/v1/logprobs",
+        &json!({"model": "p0", "prompt": "a", "response": "b"}),
+    );
+    assert_eq!(status, 200);
+}

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 fn spec() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
     serde_yaml_ng::from_str(&text).unwrap()
 }
 
@@ -35,7 +36,9 @@ fn every_documented_operation_is_served() {
                 documented.iter().any(|c| c.as_str() == status.to_string()),
                 "{method} {path} answered {status}, which the spec does not list"
             );
-            if let Some(example) = op["requestBody"]["content"]["application/json"]["example"].as_object() {
+            if let Some(example) =
+                op["requestBody"]["content"]["application/json"]["example"].as_object()
+            {
                 let mut body = Value::Object(example.clone());
                 body["model"] = json!(SMOL);
                 let (s, v) = post_to(server(), path, &body);
