@@ -32,6 +32,23 @@ pub struct BenchReport {
     pub decode_only_s: Vec<f64>,
     /// In-process scoring (queue + inference thread + log-softmax), per repeat.
     pub engine_s: Vec<f64>,
+    /// Log-softmax rows (statistics at T = 1 and T = 0.7) per second on one thread, for this model's
+    /// vocabulary and for a 128,256-token (Llama-3) one.
+    pub log_softmax_rows_per_s: f64,
+    pub log_softmax_rows_per_s_128k: f64,
+}
+
+/// Rows per second of the log-softmax kernel on one thread for a vocabulary of `n`.
+fn softmax_rate(n: usize) -> f64 {
+    use crate::engine::logsoftmax::{Temperature, row_stats};
+    let row: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 50.0 - 10.0).collect();
+    let t = Temperature::new(0.7);
+    let rows = 200;
+    let started = Instant::now();
+    for _ in 0..rows {
+        std::hint::black_box(row_stats(std::hint::black_box(&row), &t).expect("finite"));
+    }
+    rows as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Loads `cfg`'s first policy, prepares the items in `items_path` (JSONL of `{prompt, response}`), and
@@ -83,6 +100,8 @@ pub fn run(
         threads,
         decode_only_s: Vec::new(),
         engine_s: Vec::new(),
+        log_softmax_rows_per_s: softmax_rate(policy.model.vocab.len()),
+        log_softmax_rows_per_s_128k: softmax_rate(128_256),
     };
     // Warm up both paths once (page in the weights, grow buffers).
     bench::decode_only(&policy.model, &prepared[..1], false)?;
