@@ -41,7 +41,9 @@ pub struct BenchReport {
 /// Rows per second of the log-softmax kernel on one thread for a vocabulary of `n`.
 fn softmax_rate(n: usize) -> f64 {
     use crate::engine::logsoftmax::{Temperature, row_stats};
-    let row: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 50.0 - 10.0).collect();
+    let row: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 50.0 - 10.0)
+        .collect();
     let t = Temperature::new(0.7);
     let rows = 200;
     let started = Instant::now();

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::engine::cache::CacheSettings;
+
 /// Default decode chunk (llama.cpp `n_batch` = `n_ubatch`). Part of the decode schedule, so it changes numbers.
 pub const DEFAULT_BATCH_SIZE: u32 = 512;
 /// Default context size when a policy does not set `n_ctx` (capped by the model's training context).
@@ -30,7 +32,19 @@ fn err(msg: impl Into<String>) -> ConfigError {
 struct ConfigFile {
     #[serde(default)]
     server: ServerSection,
+    #[serde(default)]
+    cache: CacheSection,
     policies: IndexMap<String, PolicyEntry>,
+}
+
+/// The response cache as written in YAML (`cache:`); the command line overrides each field.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// Byte budget of cached scores; 0 turns the cache off.
+    pub max_bytes: Option<u64>,
+    /// Seconds after which an entry expires (none: entries live until evicted).
+    pub ttl_seconds: Option<u64>,
 }
 
 /// Server settings that may come from YAML; the command line overrides each one.
@@ -47,6 +61,8 @@ pub struct ServerSection {
     pub max_batch_items: Option<usize>,
     /// Decode chunk size in tokens; fixed per server so that numbers do not depend on load.
     pub batch_size: Option<u32>,
+    /// Inference threads (llama.cpp contexts) per model; CPU threads are divided between all of them.
+    pub parallel: Option<usize>,
     /// Largest request body in bytes.
     pub max_body_bytes: Option<usize>,
     /// Bearer keys clients must send; none = no authentication. Also read from LLAMA_SCORER_API_KEYS.
@@ -92,16 +108,22 @@ pub struct Config {
     pub queue_size: usize,
     pub max_batch_items: usize,
     pub batch_size: u32,
+    pub parallel: usize,
     pub max_body_bytes: usize,
     /// Accepted bearer keys (empty: authentication off).
     pub api_keys: Vec<String>,
+    pub cache: CacheSettings,
     pub policies: Vec<PolicyConfig>,
 }
+
+/// Default byte budget of the response cache.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
 
 /// Command-line values that override the file (each `None` keeps the file's value or the default).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub server: ServerSection,
+    pub cache: CacheSection,
 }
 
 /// Smallest and largest temperature a policy or request may use: below 1e-3 the scaled logits leave the
@@ -144,7 +166,7 @@ impl Config {
         for (name, entry) in file.policies {
             policies.push(validate_policy(&name, entry, &base)?);
         }
-        Self::assemble(file.server, overrides, policies)
+        Self::assemble(file.server, file.cache, overrides, policies)
     }
 
     /// A single-policy configuration for `serve --model FILE`, the policy named `alias`.
@@ -172,11 +194,17 @@ impl Config {
         };
         let cwd = std::env::current_dir().map_err(|e| err(format!("current directory: {e}")))?;
         let policy = validate_policy(&name, entry, &cwd)?;
-        Self::assemble(ServerSection::default(), overrides, vec![policy])
+        Self::assemble(
+            ServerSection::default(),
+            CacheSection::default(),
+            overrides,
+            vec![policy],
+        )
     }
 
     fn assemble(
         file: ServerSection,
+        cache: CacheSection,
         overrides: &Overrides,
         policies: Vec<PolicyConfig>,
     ) -> Result<Config, ConfigError> {
@@ -195,11 +223,24 @@ impl Config {
                 .batch_size
                 .or(file.batch_size)
                 .unwrap_or(DEFAULT_BATCH_SIZE),
+            parallel: o.parallel.or(file.parallel).unwrap_or(1),
             max_body_bytes: o
                 .max_body_bytes
                 .or(file.max_body_bytes)
                 .unwrap_or(32 * 1024 * 1024),
             api_keys: o.api_keys.clone().or(file.api_keys).unwrap_or_default(),
+            cache: CacheSettings {
+                max_bytes: overrides
+                    .cache
+                    .max_bytes
+                    .or(cache.max_bytes)
+                    .unwrap_or(DEFAULT_CACHE_BYTES),
+                ttl: overrides
+                    .cache
+                    .ttl_seconds
+                    .or(cache.ttl_seconds)
+                    .map(std::time::Duration::from_secs),
+            },
             policies,
         };
         cfg.check_server()?;
@@ -212,6 +253,14 @@ impl Config {
         }
         if self.queue_size == 0 {
             return Err(err("server.queue_size must be at least 1"));
+        }
+        if !(1..=64).contains(&self.parallel) {
+            return Err(err("server.parallel must be between 1 and 64"));
+        }
+        if self.cache.ttl.is_some_and(|t| t.is_zero()) {
+            return Err(err(
+                "cache.ttl_seconds must be at least 1 (omit it for no expiry)",
+            ));
         }
         if self.max_batch_items == 0 {
             return Err(err("server.max_batch_items must be at least 1"));

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use llama_scorer::config::{Config, Overrides, ServerSection};
+use llama_scorer::config::{CacheSection, Config, Overrides, ServerSection};
 use llama_scorer::server::{Server, shutdown_signal};
 
 #[derive(Parser)]
@@ -87,6 +87,15 @@ struct ServeArgs {
     /// Decode chunk in tokens (llama.cpp n_batch = n_ubatch); part of the numbers' definition [default: 512].
     #[arg(long, short = 'b')]
     batch_size: Option<u32>,
+    /// Inference threads (contexts) per model; CPU threads are divided between them [default: 1].
+    #[arg(long, short = 'p')]
+    parallel: Option<usize>,
+    /// Byte budget of the response cache; 0 turns it off [default: 256 MiB].
+    #[arg(long)]
+    cache_bytes: Option<u64>,
+    /// Seconds after which cached scores expire [default: never].
+    #[arg(long)]
+    cache_ttl: Option<u64>,
     /// Largest request body in bytes [default: 32 MiB].
     #[arg(long)]
     max_body_bytes: Option<usize>,
@@ -124,7 +133,12 @@ fn load_config(args: &ServeArgs) -> Result<Config, String> {
             max_batch_items: args.max_batch_items,
             batch_size: args.batch_size,
             max_body_bytes: args.max_body_bytes,
+            parallel: args.parallel,
             api_keys: (!args.api_keys.is_empty()).then(|| args.api_keys.clone()),
+        },
+        cache: CacheSection {
+            max_bytes: args.cache_bytes,
+            ttl_seconds: args.cache_ttl,
         },
     };
     let cfg = match (&args.config, &args.model) {
@@ -146,6 +160,11 @@ fn main() -> ExitCode {
                     batch_size: args.batch_size,
                     queue_size: Some(1 << 20),
                     ..ServerSection::default()
+                },
+                // The benchmark times computation: never answer from the cache.
+                cache: CacheSection {
+                    max_bytes: Some(0),
+                    ttl_seconds: None,
                 },
             };
             let report = Config::single_model(&args.model, None, &overrides)

@@ -30,7 +30,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({"ready": true, "models": models}))
+    Json(json!({"ready": true, "models": models, "cache": state.engine.cache_stats()}))
 }
 
 /// Any other path: 404 in the API's error shape.

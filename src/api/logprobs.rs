@@ -290,7 +290,7 @@ pub async fn logprobs(
         .map(|(index, (item, score))| {
             usage.prompt_tokens += item.prompt_len;
             usage.completion_tokens += item.response_len();
-            item_result(index, item, score, &options, vocab)
+            item_result(index, item, &score.score, score.cached, &options, vocab)
         })
         .collect();
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
@@ -310,6 +310,7 @@ fn item_result(
     index: usize,
     item: &PreparedItem,
     score: &ItemScore,
+    cached: bool,
     options: &ScoreOptions,
     vocab: &Vocabulary,
 ) -> WireItemResult {
@@ -361,7 +362,7 @@ fn item_result(
         prompt_tokens: item.prompt_len,
         response_tokens: item.response_len(),
         scored_tokens: score.scored().count(),
-        cached: false,
+        cached,
         logprobs: WireLogprobs { content },
     }
 }

@@ -3,6 +3,7 @@
 
 mod backend;
 pub mod bench;
+pub mod cache;
 pub mod chat_template;
 pub mod generate;
 pub mod logsoftmax;
@@ -15,7 +16,7 @@ mod worker;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use model::{LoadedModel, ModelInfo};
+pub use model::{LoadedModel, ModelInfo, Scored};
 pub use policy::Policy;
 pub use types::*;
 
@@ -31,6 +32,7 @@ pub struct Engine {
     policies: Vec<Arc<Policy>>,
     by_name: HashMap<String, usize>,
     models: Vec<Arc<LoadedModel>>,
+    cache: Option<Arc<cache::ScoreCache>>,
 }
 
 impl Engine {
@@ -45,7 +47,8 @@ impl Engine {
                 files.push(&p.model_path);
             }
         }
-        let threads_per_worker = (cfg.threads / files.len()).max(1);
+        let threads_per_worker = (cfg.threads / (files.len() * cfg.parallel)).max(1);
+        let cache = cache::ScoreCache::new(cfg.cache).map(Arc::new);
         let mut models = Vec::new();
         for path in files {
             let users: Vec<_> = cfg
@@ -59,9 +62,10 @@ impl Engine {
                 users.iter().map(|p| p.n_ctx).collect(),
                 model::QueueSettings {
                     capacity: cfg.queue_size,
-                    workers: 1,
+                    workers: cfg.parallel,
                     threads_per_worker,
                     chunk: cfg.batch_size,
+                    cache: cache.clone(),
                 },
             )
             .map_err(|e| {
@@ -89,6 +93,7 @@ impl Engine {
             policies,
             by_name,
             models,
+            cache,
         })
     }
 
@@ -100,6 +105,11 @@ impl Engine {
     /// All policies, in configuration order.
     pub fn policies(&self) -> &[Arc<Policy>] {
         &self.policies
+    }
+
+    /// Response-cache counters, when the cache is on.
+    pub fn cache_stats(&self) -> Option<cache::CacheStats> {
+        self.cache.as_ref().map(|c| c.stats())
     }
 
     /// All loaded models (one per distinct GGUF file).

@@ -11,6 +11,7 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::backend::backend;
+use super::cache::{ModelIdentity, ScoreCache, ScoreKey};
 use super::generate::{GenEvent, GenerateJob, GenerateOptions};
 use super::types::{ItemScore, PreparedItem, ScoreError};
 use super::vocab::Vocabulary;
@@ -18,7 +19,7 @@ use super::worker::{self, Job, JobOptions, Work, WorkerSettings};
 use crate::config::DEFAULT_N_CTX;
 
 /// How a model's queue and inference threads are sized.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct QueueSettings {
     /// Items that may wait in the queue.
     pub capacity: usize,
@@ -28,6 +29,8 @@ pub struct QueueSettings {
     pub threads_per_worker: usize,
     /// Decode chunk size in tokens.
     pub chunk: u32,
+    /// The engine's response cache, shared by all models.
+    pub cache: Option<Arc<ScoreCache>>,
 }
 
 /// Facts about a loaded model that policies and the API report.
@@ -47,6 +50,13 @@ pub struct ModelInfo {
     pub n_gpu_layers: i32,
 }
 
+/// A scored item and whether this request found it computed (cache hit or a shared computation).
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub score: Arc<ItemScore>,
+    pub cached: bool,
+}
+
 /// A model loaded once and shared by every policy that names its file.
 pub struct LoadedModel {
     pub info: ModelInfo,
@@ -59,6 +69,9 @@ pub struct LoadedModel {
     capacity: usize,
     /// Jobs dropped without being computed because whoever asked had gone.
     abandoned: Arc<AtomicU64>,
+    /// The file's identity, for cache keys.
+    identity: Arc<ModelIdentity>,
+    cache: Option<Arc<ScoreCache>>,
 }
 
 /// The context size a policy gets when it does not set `n_ctx`.
@@ -156,6 +169,11 @@ impl LoadedModel {
             admission: Arc::new(Semaphore::new(settings.capacity)),
             capacity: settings.capacity,
             abandoned,
+            identity: Arc::new(
+                ModelIdentity::of(path, worker_settings.chunk)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+            ),
+            cache: settings.cache,
         })
     }
 
@@ -178,48 +196,92 @@ impl LoadedModel {
         self.capacity - self.admission.available_permits()
     }
 
-    /// Queues every item (all or none: a batch that does not fit is refused with `QueueFull`) and waits
-    /// for their scores, in order. Dropping the returned future abandons the items still queued.
+    /// Scores every item, in order: cache hits at once, the rest queued (all or none: a batch whose
+    /// misses do not fit is refused with `QueueFull`) and computed once even if identical requests are in
+    /// flight. Dropping the returned future abandons the items still queued.
     pub async fn score(
         &self,
         items: Vec<Arc<PreparedItem>>,
         options: JobOptions,
-    ) -> Result<Vec<ItemScore>, ScoreError> {
-        let n = items.len();
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let full = || self.queue_full();
-        let mut permits = self
-            .admission
-            .clone()
-            .try_acquire_many_owned(u32::try_from(n).map_err(|_| full())?)
-            .map_err(|_| full())?;
-        let mut receivers = Vec::with_capacity(n);
-        for item in items {
-            let permit = permits.split(1).expect("one permit per item");
-            let (reply, rx) = oneshot::channel();
-            let job = Job {
-                work: Work::Score {
-                    item,
-                    options,
-                    reply,
-                },
-                permit,
+    ) -> Result<Vec<Scored>, ScoreError> {
+        let keys: Vec<Option<ScoreKey>> = items
+            .iter()
+            .map(|item| {
+                self.cache
+                    .as_ref()
+                    .map(|_| ScoreKey::new(&self.identity, item, &options))
+            })
+            .collect();
+        let mut results: Vec<Option<Scored>> = Vec::with_capacity(items.len());
+        for key in &keys {
+            let hit = match (&self.cache, key) {
+                (Some(cache), Some(key)) => cache.get(key).await,
+                _ => None,
             };
-            self.queue.send(job).await.map_err(|_| {
-                ScoreError::Unavailable("the inference threads have stopped".into())
-            })?;
-            receivers.push(rx);
+            results.push(hit.map(|score| Scored {
+                score,
+                cached: true,
+            }));
         }
-        let mut out = Vec::with_capacity(n);
-        for rx in receivers {
-            let result = rx.await.map_err(|_| {
-                ScoreError::Unavailable("an inference thread stopped before answering".into())
-            })?;
-            out.push(result?);
+        let misses: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_none()).collect();
+        if !misses.is_empty() {
+            let full = || self.queue_full();
+            let mut permits = self
+                .admission
+                .clone()
+                .try_acquire_many_owned(u32::try_from(misses.len()).map_err(|_| full())?)
+                .map_err(|_| full())?;
+            let runs = misses.iter().map(|&i| {
+                let permit = permits.split(1).expect("one permit per miss");
+                let compute = self.run_scoring_job(items[i].clone(), options, permit);
+                let key = keys[i].clone();
+                async move {
+                    match (&self.cache, key) {
+                        (Some(cache), Some(key)) => cache
+                            .get_or_compute(key, compute)
+                            .await
+                            .map(|(score, cached)| Scored { score, cached }),
+                        _ => compute.await.map(|s| Scored {
+                            score: Arc::new(s),
+                            cached: false,
+                        }),
+                    }
+                }
+            });
+            let computed = futures_util::future::try_join_all(runs).await?;
+            for (i, scored) in misses.into_iter().zip(computed) {
+                results[i] = Some(scored);
+            }
         }
-        Ok(out)
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every item scored"))
+            .collect())
+    }
+
+    /// Sends one scoring job to the inference threads and waits for its answer.
+    async fn run_scoring_job(
+        &self,
+        item: Arc<PreparedItem>,
+        options: JobOptions,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<ItemScore, ScoreError> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            work: Work::Score {
+                item,
+                options,
+                reply,
+            },
+            permit,
+        };
+        self.queue
+            .send(job)
+            .await
+            .map_err(|_| ScoreError::Unavailable("the inference threads have stopped".into()))?;
+        rx.await.map_err(|_| {
+            ScoreError::Unavailable("an inference thread stopped before answering".into())
+        })?
     }
 
     /// Queues one generation and returns the stream of its events (tokens, then `Done` or `Error`).

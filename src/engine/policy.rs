@@ -5,10 +5,8 @@ use std::sync::Arc;
 
 use super::chat_template::{ChatMessage, ChatTemplate};
 use super::generate::{GenEvent, GenerateOptions};
-use super::model::{LoadedModel, default_n_ctx};
-use super::types::{
-    ItemInput, ItemScore, PreparedItem, PromptInput, ResponseInput, ScoreError, ScoreOptions,
-};
+use super::model::{LoadedModel, Scored, default_n_ctx};
+use super::types::{ItemInput, PreparedItem, PromptInput, ResponseInput, ScoreError, ScoreOptions};
 use super::vocab::{TokenId, Vocabulary};
 use super::worker::JobOptions;
 use crate::config::PolicyConfig;
@@ -221,7 +219,7 @@ impl Policy {
         &self,
         items: Vec<Arc<PreparedItem>>,
         options: &ScoreOptions,
-    ) -> Result<Vec<ItemScore>, ScoreError> {
+    ) -> Result<Vec<Scored>, ScoreError> {
         let job = JobOptions {
             echo: options.echo,
             top_logprobs: options.top_logprobs,

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 pub const SMOL: &str = "smol";
 pub const SMOL_T05: &str = "smol-t05";
+pub const SMOL_CLONE: &str = "smol-clone";
 pub const SMOL_SYSTEM: &str = "smol-system";
 pub const SMOL_SHORT: &str = "smol-short";
 pub const GEMMA: &str = "gemma";
@@ -61,8 +62,13 @@ pub fn base_config(policies: Vec<PolicyConfig>) -> Config {
         queue_size: 1024,
         max_batch_items: 256,
         batch_size: 512,
+        parallel: 1,
         max_body_bytes: 32 << 20,
         api_keys: Vec::new(),
+        cache: llama_scorer::engine::cache::CacheSettings {
+            max_bytes: 64 << 20,
+            ttl: None,
+        },
         policies,
     }
 }
@@ -99,6 +105,7 @@ pub fn server() -> &'static str {
         gemma_chat.chat_template = Some(GEMMA3_TEMPLATE.into());
         spawn_server(base_config(vec![
             policy(SMOL, smol_path()),
+            policy(SMOL_CLONE, smol_path()),
             t05,
             system,
             short,

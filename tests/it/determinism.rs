@@ -1,9 +1,34 @@
 //! Bit-identical numbers whatever else the server is doing: alone, inside a large batch, and under many
-//! concurrent clients sending different work to both models.
+//! concurrent clients sending different work to both models. These run on a server without the response
+//! cache, so every answer is computed afresh.
+
+use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 
 use crate::common::*;
+
+fn uncached() -> &'static str {
+    static BASE: OnceLock<String> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let mut cfg = base_config(vec![policy(SMOL, smol_path()), policy(GEMMA, gemma_path())]);
+        cfg.cache.max_bytes = 0;
+        spawn_server(cfg)
+    })
+}
+
+fn score(body: &Value) -> Value {
+    let (status, v) = post_to(uncached(), "/v1/logprobs", body);
+    assert_eq!(status, 200, "{body} → {v}");
+    assert!(
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["cached"] == false)
+    );
+    v
+}
 
 fn probe(policy: &str) -> Value {
     json!({"prompt": "Question: why is the sky blue?\nAnswer:", "response": format!(" Rayleigh scattering of sunlight ({policy}).")})
@@ -31,7 +56,7 @@ fn alone(policy: &str, options: &Value) -> Value {
     body.as_object_mut()
         .unwrap()
         .extend(options.as_object().unwrap().clone());
-    numbers(&item(&body))
+    numbers(&score(&body)["data"][0])
 }
 
 fn in_batch(policy: &str, options: &Value, others: usize, at: usize) -> Value {
@@ -41,7 +66,7 @@ fn in_batch(policy: &str, options: &Value, others: usize, at: usize) -> Value {
     body.as_object_mut()
         .unwrap()
         .extend(options.as_object().unwrap().clone());
-    let v = ok(&body);
+    let v = score(&body);
     assert_eq!(v["data"].as_array().unwrap().len(), others + 1);
     numbers(&v["data"][at])
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the real llama.cpp engine on the real GGUF test models, over real HTTP.
 
 mod boundary;
+mod cache;
 mod cli;
 mod common;
 mod compat;

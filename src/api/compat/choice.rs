@@ -49,7 +49,7 @@ pub async fn run(policy: &Policy, plan: ChoicePlan) -> Result<ChoiceOutcome, Sco
                 temperature: 1.0,
             };
             let mut scores = policy.score(vec![plan.prompt.clone()], &options).await?;
-            Some(scores.remove(0).prompt)
+            Some(scores.remove(0).score.prompt.clone())
         } else {
             None
         };

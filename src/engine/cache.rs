@@ -1,0 +1,178 @@
+//! The response cache: scored items by everything that changes their numbers, bounded in bytes.
+//!
+//! The key is the model file's identity (path, size, modification time, inode — not the path alone), the
+//! decode chunk size, the exact token sequence with its prompt/response split, the end-of-turn token and
+//! the options (echo, top-k, temperature bits); the policy's name is not part of it, so policies that
+//! differ only by name share entries. A hit returns the very `ItemScore` a miss computed, so its numbers
+//! are the same bits. Identical requests in flight at the same time compute once (moka coalesces them).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::types::{ItemScore, PreparedItem, ScoreError};
+use super::vocab::TokenId;
+use super::worker::JobOptions;
+
+/// Identity of a loaded model file (and of the decode settings that shape its numbers).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelIdentity {
+    pub path: Arc<str>,
+    pub size: u64,
+    pub modified_ns: u128,
+    pub inode: u64,
+    pub chunk: u32,
+}
+
+impl ModelIdentity {
+    /// Reads the identity of the file at `path` (already canonical) for a given decode chunk size.
+    pub fn of(path: &std::path::Path, chunk: u32) -> std::io::Result<ModelIdentity> {
+        let meta = std::fs::metadata(path)?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Ok(ModelIdentity {
+            path: path.to_string_lossy().into(),
+            size: meta.len(),
+            modified_ns: meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos()),
+            inode,
+            chunk,
+        })
+    }
+}
+
+/// Everything that determines an item's numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScoreKey {
+    model: Arc<ModelIdentity>,
+    tokens: Arc<[TokenId]>,
+    prompt_len: usize,
+    end_of_turn: Option<TokenId>,
+    echo: bool,
+    top_logprobs: usize,
+    temperature_bits: u64,
+}
+
+impl ScoreKey {
+    pub fn new(model: &Arc<ModelIdentity>, item: &PreparedItem, options: &JobOptions) -> ScoreKey {
+        ScoreKey {
+            model: model.clone(),
+            tokens: item.tokens.as_slice().into(),
+            prompt_len: item.prompt_len,
+            end_of_turn: item.end_of_turn,
+            echo: options.echo,
+            top_logprobs: options.top_logprobs,
+            temperature_bits: options.temperature.to_bits(),
+        }
+    }
+
+    /// Approximate bytes held by the key.
+    fn weight(&self) -> usize {
+        std::mem::size_of::<ScoreKey>() + self.tokens.len() * std::mem::size_of::<TokenId>()
+    }
+}
+
+/// Approximate bytes held by a scored item.
+fn weight(score: &ItemScore) -> usize {
+    let tokens = score
+        .prompt
+        .iter()
+        .chain(&score.response)
+        .chain(&score.end_of_turn);
+    tokens
+        .map(|t| 48 + t.top.len() * std::mem::size_of::<super::types::TopEntry>())
+        .sum::<usize>()
+        + std::mem::size_of::<ItemScore>()
+}
+
+/// Cache settings (from the config's `cache:` section).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheSettings {
+    /// Byte budget; 0 disables the cache.
+    pub max_bytes: u64,
+    /// Entries expire this long after they were computed.
+    pub ttl: Option<Duration>,
+}
+
+/// The cache with its hit and miss counters.
+pub struct ScoreCache {
+    entries: moka::future::Cache<ScoreKey, Arc<ItemScore>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// Counters for `/ready` and `/metrics`.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+impl ScoreCache {
+    /// A cache for `settings`, or `None` when its budget is 0.
+    pub fn new(settings: CacheSettings) -> Option<ScoreCache> {
+        if settings.max_bytes == 0 {
+            return None;
+        }
+        let mut builder = moka::future::Cache::builder()
+            .max_capacity(settings.max_bytes)
+            .weigher(|k: &ScoreKey, v: &Arc<ItemScore>| {
+                u32::try_from(k.weight() + weight(v)).unwrap_or(u32::MAX)
+            });
+        if let Some(ttl) = settings.ttl {
+            builder = builder.time_to_live(ttl);
+        }
+        Some(ScoreCache {
+            entries: builder.build(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    /// The cached score, if any (counted as a hit).
+    pub async fn get(&self, key: &ScoreKey) -> Option<Arc<ItemScore>> {
+        let found = self.entries.get(key).await;
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// The score for `key`: computed by `compute` unless another request is computing (or has computed)
+    /// it, in which case that result is shared. Returns the score and whether it came from elsewhere.
+    pub async fn get_or_compute(
+        &self,
+        key: ScoreKey,
+        compute: impl Future<Output = Result<ItemScore, ScoreError>>,
+    ) -> Result<(Arc<ItemScore>, bool), ScoreError> {
+        let entry = self
+            .entries
+            .entry(key)
+            .or_try_insert_with(async { compute.await.map(Arc::new) })
+            .await
+            .map_err(|e| (*e).clone())?;
+        let shared = !entry.is_fresh();
+        if shared {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok((entry.into_value(), shared))
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.entries.entry_count(),
+            bytes: self.entries.weighted_size(),
+        }
+    }
+}
