@@ -63,6 +63,8 @@ pub struct ServerSection {
     pub batch_size: Option<u32>,
     /// Inference threads (llama.cpp contexts) per model; CPU threads are divided between all of them.
     pub parallel: Option<usize>,
+    /// Byte budget per model for saved prompt states (prefix reuse); 0 turns reuse off.
+    pub prefix_cache_bytes: Option<u64>,
     /// Largest request body in bytes.
     pub max_body_bytes: Option<usize>,
     /// Bearer keys clients must send; none = no authentication. Also read from LLAMA_SCORER_API_KEYS.
@@ -109,12 +111,16 @@ pub struct Config {
     pub max_batch_items: usize,
     pub batch_size: u32,
     pub parallel: usize,
+    pub prefix_cache_bytes: u64,
     pub max_body_bytes: usize,
     /// Accepted bearer keys (empty: authentication off).
     pub api_keys: Vec<String>,
     pub cache: CacheSettings,
     pub policies: Vec<PolicyConfig>,
 }
+
+/// Default byte budget per model for saved prompt states.
+pub const DEFAULT_PREFIX_BYTES: u64 = 256 << 20;
 
 /// Default byte budget of the response cache.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
@@ -224,6 +230,10 @@ impl Config {
                 .or(file.batch_size)
                 .unwrap_or(DEFAULT_BATCH_SIZE),
             parallel: o.parallel.or(file.parallel).unwrap_or(1),
+            prefix_cache_bytes: o
+                .prefix_cache_bytes
+                .or(file.prefix_cache_bytes)
+                .unwrap_or(DEFAULT_PREFIX_BYTES),
             max_body_bytes: o
                 .max_body_bytes
                 .or(file.max_body_bytes)

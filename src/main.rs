@@ -90,6 +90,9 @@ struct ServeArgs {
     /// Inference threads (contexts) per model; CPU threads are divided between them [default: 1].
     #[arg(long, short = 'p')]
     parallel: Option<usize>,
+    /// Byte budget per model for saved prompt states (prefix reuse); 0 turns it off [default: 256 MiB].
+    #[arg(long)]
+    prefix_cache_bytes: Option<u64>,
     /// Byte budget of the response cache; 0 turns it off [default: 256 MiB].
     #[arg(long)]
     cache_bytes: Option<u64>,
@@ -134,6 +137,7 @@ fn load_config(args: &ServeArgs) -> Result<Config, String> {
             batch_size: args.batch_size,
             max_body_bytes: args.max_body_bytes,
             parallel: args.parallel,
+            prefix_cache_bytes: args.prefix_cache_bytes,
             api_keys: (!args.api_keys.is_empty()).then(|| args.api_keys.clone()),
         },
         cache: CacheSection {

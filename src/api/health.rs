@@ -27,6 +27,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Json<Value> {
                 "n_ctx": m.info.n_ctx,
                 "queue_depth": m.queue_depth(),
                 "abandoned_jobs": m.abandoned_jobs(),
+                "prefix_reuse": m.prefix_stats(),
             })
         })
         .collect();

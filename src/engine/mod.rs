@@ -9,6 +9,7 @@ pub mod generate;
 pub mod logsoftmax;
 mod model;
 mod policy;
+pub mod prefix;
 pub mod types;
 pub mod vocab;
 mod worker;
@@ -66,6 +67,7 @@ impl Engine {
                     threads_per_worker,
                     chunk: cfg.batch_size,
                     cache: cache.clone(),
+                    prefix_bytes: cfg.prefix_cache_bytes,
                 },
             )
             .map_err(|e| {

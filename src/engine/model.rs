@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::backend::backend;
 use super::cache::{ModelIdentity, ScoreCache, ScoreKey};
 use super::generate::{GenEvent, GenerateJob, GenerateOptions};
+use super::prefix::{PrefixStats, PrefixStore};
 use super::types::{ItemScore, PreparedItem, ScoreError};
 use super::vocab::Vocabulary;
 use super::worker::{self, Job, JobOptions, Work, WorkerSettings};
@@ -31,6 +32,8 @@ pub struct QueueSettings {
     pub chunk: u32,
     /// The engine's response cache, shared by all models.
     pub cache: Option<Arc<ScoreCache>>,
+    /// Byte budget for saved prompt states (0: no prefix reuse).
+    pub prefix_bytes: u64,
 }
 
 /// Facts about a loaded model that policies and the API report.
@@ -72,6 +75,8 @@ pub struct LoadedModel {
     /// The file's identity, for cache keys.
     identity: Arc<ModelIdentity>,
     cache: Option<Arc<ScoreCache>>,
+    /// Saved prompt states, shared by this model's inference threads.
+    prefixes: Option<Arc<PrefixStore>>,
 }
 
 /// The context size a policy gets when it does not set `n_ctx`.
@@ -131,16 +136,17 @@ impl LoadedModel {
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let abandoned = Arc::new(AtomicU64::new(0));
+        let prefixes = PrefixStore::new(settings.prefix_bytes).map(Arc::new);
         let name = path
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         for i in 0..settings.workers {
             let (m, v, a) = (llama.clone(), vocab.clone(), abandoned.clone());
-            let (r, ready) = (rx.clone(), ready_tx.clone());
+            let (r, ready, pre) = (rx.clone(), ready_tx.clone(), prefixes.clone());
             std::thread::Builder::new()
                 .name(format!("infer-{i}-{name}"))
-                .spawn(move || worker::run(m, v, a, worker_settings, r, ready))
+                .spawn(move || worker::run(m, v, a, pre, worker_settings, r, ready))
                 .map_err(|e| format!("cannot start an inference thread: {e}"))?;
         }
         for _ in 0..settings.workers {
@@ -174,6 +180,7 @@ impl LoadedModel {
                     .map_err(|e| format!("{}: {e}", path.display()))?,
             ),
             cache: settings.cache,
+            prefixes,
         })
     }
 
@@ -189,6 +196,11 @@ impl LoadedModel {
     /// Jobs skipped so far because their requester had gone before an inference thread took them.
     pub fn abandoned_jobs(&self) -> u64 {
         self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Prefix-reuse counters, when it is on.
+    pub fn prefix_stats(&self) -> Option<PrefixStats> {
+        self.prefixes.as_ref().map(|p| p.stats())
     }
 
     /// Items waiting in the queue now.

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::session::LlamaStateSeqFlags;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
@@ -19,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use super::backend::backend;
 use super::generate::{self, GenEvent, GenerateJob};
 use super::logsoftmax::{self, Temperature};
+use super::prefix::{MIN_PREFIX_TOKENS, PrefixState, PrefixStore};
 use super::types::{ItemScore, PreparedItem, ScoreError, TokenScore, TopEntry};
 use super::vocab::{TokenId, Vocabulary};
 
@@ -98,6 +100,7 @@ pub fn run(
     model: Arc<LlamaModel>,
     vocab: Arc<Vocabulary>,
     abandoned: Arc<AtomicU64>,
+    prefixes: Option<Arc<PrefixStore>>,
     settings: WorkerSettings,
     jobs: SharedReceiver,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -134,7 +137,15 @@ pub fn run(
                 options,
                 reply,
             } => {
-                let result = score_sequence(&mut ctx, &mut batch, chunk, &item, options, &reply);
+                let result = score_sequence(
+                    &mut ctx,
+                    &mut batch,
+                    chunk,
+                    &item,
+                    options,
+                    prefixes.as_deref(),
+                    &reply,
+                );
                 let _ = reply.send(result);
             }
             Work::Generate(job) => {
@@ -186,31 +197,56 @@ pub fn decode_sequence<'m>(
     if wanted.is_empty() {
         return Ok(());
     }
-    let tokens = &item.tokens;
-    let (p, n) = (item.prompt_len, tokens.len());
+    let (p, n) = (item.prompt_len, item.tokens.len());
     ctx.clear_kv_cache();
-    let mut rows = Vec::with_capacity(chunk);
     for segment in [0..p, p..n] {
-        for start in segment.clone().step_by(chunk) {
-            if stop() {
-                return Err(ScoreError::Unavailable("the client went away".into()));
-            }
-            let end = (start + chunk).min(segment.end);
-            batch.clear();
-            rows.clear();
-            for (q, &token) in (start..end).zip(&tokens[start..end]) {
-                let logits = wanted.contains(&q);
-                batch
-                    .add(LlamaToken(token), q as i32, &[0], logits)
-                    .map_err(|e| ScoreError::Internal(format!("batch: {e}")))?;
-                if logits {
-                    rows.push((q, (q - start) as i32));
-                }
-            }
-            ctx.decode(batch)
-                .map_err(|e| ScoreError::Internal(format!("llama_decode: {e}")))?;
-            on_rows(ctx, &rows)?;
+        decode_segment(
+            ctx,
+            batch,
+            chunk,
+            &item.tokens,
+            segment,
+            &wanted,
+            &mut stop,
+            &mut on_rows,
+        )?;
+    }
+    Ok(())
+}
+
+/// Decodes `tokens[segment]` in `chunk`-token decodes from the segment's start (one part of the fixed
+/// schedule), with logits at the `wanted` positions; see [`decode_sequence`].
+#[allow(clippy::too_many_arguments)]
+pub fn decode_segment<'m>(
+    ctx: &mut LlamaContext<'m>,
+    batch: &mut LlamaBatch<'_>,
+    chunk: usize,
+    tokens: &[TokenId],
+    segment: std::ops::Range<usize>,
+    wanted: &std::ops::Range<usize>,
+    stop: &mut impl FnMut() -> bool,
+    on_rows: &mut impl FnMut(&LlamaContext<'m>, &[(usize, i32)]) -> Result<(), ScoreError>,
+) -> Result<(), ScoreError> {
+    let mut rows = Vec::with_capacity(chunk);
+    for start in segment.clone().step_by(chunk) {
+        if stop() {
+            return Err(ScoreError::Unavailable("the client went away".into()));
         }
+        let end = (start + chunk).min(segment.end);
+        batch.clear();
+        rows.clear();
+        for (q, &token) in (start..end).zip(&tokens[start..end]) {
+            let logits = wanted.contains(&q);
+            batch
+                .add(LlamaToken(token), q as i32, &[0], logits)
+                .map_err(|e| ScoreError::Internal(format!("batch: {e}")))?;
+            if logits {
+                rows.push((q, (q - start) as i32));
+            }
+        }
+        ctx.decode(batch)
+            .map_err(|e| ScoreError::Internal(format!("llama_decode: {e}")))?;
+        on_rows(ctx, &rows)?;
     }
     Ok(())
 }
@@ -221,6 +257,7 @@ fn score_sequence(
     chunk: usize,
     item: &PreparedItem,
     options: JobOptions,
+    prefixes: Option<&PrefixStore>,
     reply: &oneshot::Sender<Result<ItemScore, ScoreError>>,
 ) -> Result<ItemScore, ScoreError> {
     let tokens = &item.tokens;
@@ -237,27 +274,82 @@ fn score_sequence(
         }
     };
     let mut scores: Vec<TokenScore> = Vec::with_capacity(wanted.len());
-    decode_sequence(
-        ctx,
-        batch,
-        chunk,
-        item,
-        wanted,
-        || reply.is_closed(),
-        |ctx, rows| {
-            let rows: Vec<(&[f32], TokenId)> = rows
-                .iter()
-                .map(|&(q, i)| (ctx.get_logits_ith(i), target(q)))
-                .collect();
-            let chunk_scores: Result<Vec<TokenScore>, ScoreError> = rows
-                .par_iter()
-                .with_min_len(4)
-                .map(|&(row, token)| score_row(row, token, &temperature, options.top_logprobs))
-                .collect();
-            scores.extend(chunk_scores?);
-            Ok(())
-        },
-    )?;
+    // Prefix reuse applies when only the prompt's last row is needed (no echo).
+    let store = prefixes.filter(|_| !options.echo && !wanted.is_empty() && p >= MIN_PREFIX_TOKENS);
+    let prompt = &tokens[..p];
+    let saved = store.and_then(|s| s.get(prompt));
+    if let Some(saved) = &saved {
+        ctx.clear_kv_cache();
+        ctx.state_seq_set(&saved.kv, 0)
+            .map_err(|e| ScoreError::Internal(format!("restoring a saved prompt: {e}")))?;
+        scores.push(score_row(
+            &saved.last_row,
+            target(p - 1),
+            &temperature,
+            options.top_logprobs,
+        )?);
+    }
+    let mut on_rows = |ctx: &LlamaContext<'_>, rows: &[(usize, i32)]| {
+        let rows: Vec<(&[f32], TokenId)> = rows
+            .iter()
+            .map(|&(q, i)| (ctx.get_logits_ith(i), target(q)))
+            .collect();
+        let chunk_scores: Result<Vec<TokenScore>, ScoreError> = rows
+            .par_iter()
+            .with_min_len(4)
+            .map(|&(row, token)| score_row(row, token, &temperature, options.top_logprobs))
+            .collect();
+        scores.extend(chunk_scores?);
+        Ok(())
+    };
+    let mut stop = || reply.is_closed();
+    match (saved, store) {
+        (Some(_), _) => {
+            let rest = p..wanted.end;
+            decode_segment(
+                ctx,
+                batch,
+                chunk,
+                tokens,
+                p..n,
+                &rest,
+                &mut stop,
+                &mut on_rows,
+            )?;
+        }
+        (None, Some(store)) => {
+            ctx.clear_kv_cache();
+            decode_segment(
+                ctx,
+                batch,
+                chunk,
+                tokens,
+                0..p,
+                &wanted,
+                &mut stop,
+                &mut on_rows,
+            )?;
+            let last = ((p - 1) % chunk) as i32;
+            let state = PrefixState {
+                kv: ctx
+                    .state_seq_get(0, LlamaStateSeqFlags::empty())
+                    .map_err(|e| ScoreError::Internal(format!("saving a prompt: {e}")))?,
+                last_row: ctx.get_logits_ith(last).to_vec(),
+            };
+            store.insert(prompt, state);
+            decode_segment(
+                ctx,
+                batch,
+                chunk,
+                tokens,
+                p..n,
+                &wanted,
+                &mut stop,
+                &mut on_rows,
+            )?;
+        }
+        (None, None) => decode_sequence(ctx, batch, chunk, item, wanted, stop, on_rows)?,
+    }
     // Split the positional scores back into prompt, response and end of turn.
     let prompt_count = if options.echo { p - 1 } else { 0 };
     let mut rest = scores.split_off(prompt_count.min(scores.len()));

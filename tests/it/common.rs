@@ -63,6 +63,7 @@ pub fn base_config(policies: Vec<PolicyConfig>) -> Config {
         max_batch_items: 256,
         batch_size: 512,
         parallel: 1,
+        prefix_cache_bytes: 64 << 20,
         max_body_bytes: 32 << 20,
         api_keys: Vec::new(),
         cache: llama_scorer::engine::cache::CacheSettings {

@@ -9,3 +9,4 @@ mod determinism;
 mod errors;
 mod identities;
 mod openapi;
+mod prefix;
