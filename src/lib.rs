@@ -5,4 +5,5 @@ pub mod api;
 pub mod bench;
 pub mod config;
 pub mod engine;
+pub mod score_cmd;
 pub mod server;

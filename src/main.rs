@@ -31,9 +31,47 @@ enum LogFormat {
 enum Command {
     /// Serve the policies of a config file, or one GGUF model, over HTTP.
     Serve(ServeArgs),
+    /// Score a JSONL file of items under the config's policies, without HTTP (resumable).
+    Score(ScoreCmdArgs),
     /// Time the engine alone and the in-process scoring path on a JSONL file of {prompt, response}
     /// (prints JSON; `scripts/bench.py` adds HTTP and prints the comparison table).
     BenchEngine(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ScoreCmdArgs {
+    /// YAML file with `policies:` (the same file `serve` takes).
+    #[arg(long, short = 'c')]
+    config: PathBuf,
+    /// JSONL input: one item per line ({"id", "prompt" | "messages" | "prompt_token_ids",
+    /// "response" | "response_token_ids", "policies"}).
+    #[arg(long, short = 'i')]
+    input: PathBuf,
+    /// JSONL output, one line per (id, policy); appended to, and (id, policy) pairs already in it are
+    /// skipped, so an interrupted run resumes.
+    #[arg(long, short = 'o')]
+    output: PathBuf,
+    /// Policies for lines that name none [default: all], comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    policies: Option<Vec<String>>,
+    /// Lines scored and written together.
+    #[arg(long, default_value_t = 64)]
+    chunk: usize,
+    /// Add the end-of-turn token to each score.
+    #[arg(long)]
+    score_end_of_turn: bool,
+    /// Also write each scored token's id and log-probability.
+    #[arg(long)]
+    token_logprobs: bool,
+    /// CPU threads [default: all cores].
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
+    /// Inference threads per model [default: from the config, else 1].
+    #[arg(long, short = 'p')]
+    parallel: Option<usize>,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    no_progress: bool,
 }
 
 #[derive(clap::Args)]
@@ -157,6 +195,52 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
+        Command::Score(args) => {
+            let overrides = Overrides {
+                server: ServerSection {
+                    threads: args.threads,
+                    parallel: args.parallel,
+                    // Room for a whole chunk under every policy at once.
+                    queue_size: Some(args.chunk.max(1) * 64),
+                    max_batch_items: Some(args.chunk.max(1)),
+                    ..ServerSection::default()
+                },
+                cache: CacheSection::default(),
+            };
+            let started = std::time::Instant::now();
+            let result = Config::from_file(&args.config, &overrides)
+                .map_err(anyhow::Error::from)
+                .and_then(|cfg| {
+                    llama_scorer::score_cmd::run(
+                        cfg,
+                        llama_scorer::score_cmd::ScoreArgs {
+                            input: args.input,
+                            output: args.output,
+                            policies: args.policies,
+                            chunk_lines: args.chunk,
+                            score_end_of_turn: args.score_end_of_turn,
+                            token_logprobs: args.token_logprobs,
+                            progress: !args.no_progress,
+                        },
+                    )
+                });
+            match result {
+                Ok(s) => {
+                    eprintln!(
+                        "scored {} (id, policy) pairs ({} errors), skipped {} already done, in {:.1} s",
+                        s.written - s.errors,
+                        s.errors,
+                        s.skipped,
+                        started.elapsed().as_secs_f64()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::BenchEngine(args) => {
             let overrides = Overrides {
                 server: ServerSection {

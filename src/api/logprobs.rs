@@ -84,7 +84,7 @@ impl WireItem {
     }
 
     /// Checks that exactly one prompt form and one response form are present.
-    fn into_input(self, at: &str) -> Result<ItemInput, ApiError> {
+    pub fn into_input(self, at: &str) -> Result<ItemInput, ApiError> {
         let field = |f: &str| {
             if at.is_empty() {
                 f.to_string()

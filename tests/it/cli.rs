@@ -321,3 +321,104 @@ fn work_of_a_client_that_went_away_is_dropped_not_computed() {
     );
     assert_eq!(status, 200);
 }
+
+#[test]
+fn the_score_command_scores_every_pair_records_errors_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let smol = smol_path().display().to_string();
+    let gemma = gemma_path().display().to_string();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "policies:\n  p0: {{model: {smol}, temperature: 0.5}}\n  pi_clone: {{model: {smol}, temperature: 0.5}}\n  g: {{model: {gemma}}}\n"
+        ),
+    );
+    let input = dir.path().join("items.jsonl");
+    let lines = [
+        r#"{"id": "a", "prompt": "What is 2+2?", "response": " 4"}"#,
+        r#"{"id": "b", "messages": [{"role": "user", "content": "Hi"}], "response": "Hello!", "policies": ["p0"]}"#,
+        r#"{"id": "c", "prompt": "", "response": "x"}"#,
+        "",
+        r#"{"prompt": "Hello", "response_token_ids": [1, 999999]}"#,
+        "not json",
+        r#"{"id": "f", "prompt": "The sky is", "response": " blue."}"#,
+    ];
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let output = dir.path().join("out.jsonl");
+    let run = || {
+        let out = binary()
+            .args(["score", "--no-progress", "--threads", "2", "--config"])
+            .arg(&cfg)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&output).unwrap()
+    };
+    let full = run();
+    let records: Vec<serde_json::Value> = full
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // a, c, line 5 and f under three policies, b under one, and one unreadable line.
+    assert_eq!(records.len(), 4 * 3 + 1 + 1, "{full}");
+    let find = |id: serde_json::Value, policy: &str| {
+        records
+            .iter()
+            .find(|r| r["id"] == id && r["policy"] == policy)
+            .unwrap_or_else(|| panic!("no record for {id} {policy}"))
+            .clone()
+    };
+    // The numbers are the server's: same model file, same schedule.
+    let a = find(json!("a"), "p0");
+    let served = item(&json!({"model": SMOL, "prompt": "What is 2+2?", "response": " 4"}));
+    assert_eq!(a["logprob"], served["logprob"]);
+    assert_eq!(find(json!("a"), "pi_clone")["logprob"], a["logprob"]);
+    assert!(
+        find(json!("c"), "p0")["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("BOS")
+    );
+    assert!(
+        find(json!("c"), "g")["logprob"].as_f64().unwrap() < 0.0,
+        "Gemma adds BOS"
+    );
+    assert!(
+        find(json!(5), "g")["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("response_token_ids[1]")
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["line"] == 6 && r["error"].is_object())
+    );
+    // Resume: keep three lines and a torn fourth; the rerun completes the file without redoing any pair.
+    let kept: Vec<&str> = full.lines().take(3).collect();
+    std::fs::write(&output, format!("{}\n{{\"id\": \"tor", kept.join("\n"))).unwrap();
+    let resumed = run();
+    assert!(resumed.starts_with(&kept.join("\n")));
+    let again: Vec<serde_json::Value> = resumed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(again.len(), records.len(), "{resumed}");
+    let mut keys: Vec<String> = again
+        .iter()
+        .map(|r| format!("{}/{}/{}", r["id"], r["policy"], r["line"]))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), again.len(), "a pair was written twice");
+    // A third run has nothing left to do.
+    assert_eq!(run(), resumed);
+}
