@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
-"""Throughput of llama-scorer over HTTP against the engine alone, on the same items, in one run.
+"""Throughput of llama-scorer against the engine alone and llama-cpp-python, on the same items, in one run.
 
-Modes (each timed `--rounds` times, interleaved round-robin so that machine noise hits all alike; the
-table shows medians):
-  engine alone      the same llama_decode calls, same schedule, logits at the same positions, nothing else
-  engine + scoring  in-process: queue, inference thread, log-softmax (no HTTP)
-  HTTP c=N          llama-scorer serving /v1/logprobs, N concurrent clients, one item per request
-  HTTP batch        one client, all items in `items` batches of 16
+Modes (the compute modes are timed `--rounds` times, interleaved round-robin so that machine noise hits all
+alike; the table shows medians):
+  engine alone       the same llama_decode calls, same schedule, logits at the same positions, nothing else
+  engine + scoring   in-process: queue, inference thread, log-softmax (no HTTP)
+  HTTP c=N           llama-scorer serving /v1/logprobs (cache and prefix reuse off), N clients, 1 item/request
+  HTTP batch         one client, `items` batches of 16
+  cache hits         the same requests again on a server with the cache on (latency from Server-Timing)
+  arena              prompts x 4 policies (two identical, one with a system prompt, one hotter), 2 responses
+                     per prompt, with cache + prefix reuse on vs off
+  llama-cpp-python   the seed guide's way: Llama(logits_all=True), create_completion(prompt+response,
+                     max_tokens=1, echo=True, logprobs=1) minus the prompt's own sum (needs --llama-cpp-python)
 
-Usage: scripts/bench.py --model models/SmolLM2-135M-Instruct.Q4_1.gguf [--items 32] [--threads N]
+Usage: scripts/bench.py --model models/SmolLM2-135M-Instruct.Q4_1.gguf [--items 16] [--rounds 3]
+                        [--llama-cpp-python .venv-bench/bin/python]
 """
 
 import argparse
@@ -36,14 +42,16 @@ WORDS = (
 ).split()
 
 
+def words(rng, lo, hi):
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
+
+
 def make_items(n, seed=7):
     rng = random.Random(seed)
-    items = []
-    for i in range(n):
-        prompt = " ".join(rng.choice(WORDS) for _ in range(rng.randint(60, 120)))
-        response = " " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(60, 120)))
-        items.append({"prompt": f"Question {i}: {prompt}?\nAnswer:", "response": response})
-    return items
+    return [
+        {"prompt": f"Question {i}: {words(rng, 60, 120)}?\nAnswer:", "response": " " + words(rng, 60, 120)}
+        for i in range(n)
+    ]
 
 
 def free_port():
@@ -52,56 +60,136 @@ def free_port():
         return s.getsockname()[1]
 
 
-def http_round(base, model, items, concurrency, batch):
+class Server:
+    """A llama-scorer process; `extra` are serve flags."""
+
+    def __init__(self, args, config_or_model, extra, log_dir):
+        self.port = free_port()
+        flag = ["--config", config_or_model] if config_or_model.endswith(".yaml") else [
+            "--model", config_or_model, "--alias", "bench"]
+        self.log = open(Path(log_dir) / f"server-{self.port}.log", "w")
+        self.proc = subprocess.Popen(
+            [str(BINARY), "serve", *flag, "--port", str(self.port), "--threads", str(args.threads), *extra],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.base = f"http://127.0.0.1:{self.port}"
+        for _ in range(600):
+            try:
+                if requests.get(self.base + "/health", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def peak_rss_mib(self):
+        for line in open(f"/proc/{self.proc.pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+def http_run(base, model_for, bodies, concurrency):
+    """Sends `bodies` (one request each) with `concurrency` clients. Returns (seconds, scored tokens,
+    per-request latencies in ms, per-request server times in ms)."""
     session = requests.Session()
 
-    def send(chunk):
-        r = session.post(f"{base}/v1/logprobs", json={"model": model, "items": chunk}, timeout=3600)
+    def send(body):
+        t = time.perf_counter()
+        r = session.post(f"{base}/v1/logprobs", json=body, timeout=3600)
+        latency = (time.perf_counter() - t) * 1e3
         r.raise_for_status()
-        return sum(d["response_tokens"] for d in r.json()["data"])
+        server_ms = float(r.headers["server-timing"].split("dur=")[1])
+        return sum(d["response_tokens"] for d in r.json()["data"]), latency, server_ms
 
-    chunks = [items[i : i + batch] for i in range(0, len(items), batch)]
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        scored = sum(pool.map(send, chunks))
-    return time.perf_counter() - started, scored
+        results = list(pool.map(send, bodies))
+    seconds = time.perf_counter() - started
+    return seconds, sum(r[0] for r in results), [r[1] for r in results], [r[2] for r in results]
+
+
+def item_bodies(model, items, batch):
+    return [{"model": model, "items": items[i : i + batch]} for i in range(0, len(items), batch)]
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+LCP_SCRIPT = r"""
+import json, sys, time
+from llama_cpp import Llama
+model, items_path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+items = [json.loads(l) for l in open(items_path)]
+llm = Llama(model_path=model, logits_all=True, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+def echo_sum(text):
+    out = llm.create_completion(text, max_tokens=1, echo=True, logprobs=1, temperature=1.0)
+    lp = out["choices"][0]["logprobs"]["token_logprobs"]
+    return sum(x for x in lp[:-1] if x is not None)  # drop the generated token
+llm.create_completion("warm up", max_tokens=1, echo=True, logprobs=1)
+t = time.perf_counter()
+values = [echo_sum(i["prompt"] + i["response"]) - echo_sum(i["prompt"]) for i in items]
+print(json.dumps({"seconds": time.perf_counter() - t, "values": values}))
+"""
+
+
+def arena(args, workdir):
+    """Prompts x policies in the Arena-10K shape, as chat messages (so the system prompt matters)."""
+    rng = random.Random(11)
+    config = Path(workdir) / "arena.yaml"
+    model = os.path.abspath(args.model)
+    config.write_text(
+        "policies:\n"
+        f"  p0: {{model: {model}, temperature: 0.5}}\n"
+        f"  pi_clone: {{model: {model}, temperature: 0.5}}\n"
+        f"  pi_bad: {{model: {model}, temperature: 1.0, system_prompt: \"You are an unhelpful assistant.\"}}\n"
+        f"  pi_hot: {{model: {model}, temperature: 1.5}}\n"
+    )
+    prompts = [f"Question {i}: {words(rng, 30, 60)}?" for i in range(args.arena_prompts)]
+    responses = [[words(rng, 40, 80) for _ in range(2)] for _ in prompts]
+    bodies = [
+        {"model": policy, "items": [{"messages": [{"role": "user", "content": p}], "response": r} for r in rs]}
+        for p, rs in zip(prompts, responses)
+        for policy in ("p0", "pi_clone", "pi_bad", "pi_hot")
+    ]
+    return str(config), bodies
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
-    ap.add_argument("--items", type=int, default=32)
+    ap.add_argument("--items", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--concurrency", default="1,4")
+    ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--arena-prompts", type=int, default=6)
+    ap.add_argument("--llama-cpp-python", help="python with llama-cpp-python installed")
+    ap.add_argument("--lcp-items", type=int, default=4, help="items for llama-cpp-python (it is slow)")
     args = ap.parse_args()
 
     items = make_items(args.items)
-    workdir = Path(tempfile.mkdtemp(prefix="llama-scorer-bench-"))
-    items_file = workdir / "items.jsonl"
+    workdir = tempfile.mkdtemp(prefix="llama-scorer-bench-")
+    items_file = Path(workdir) / "items.jsonl"
     items_file.write_text("".join(json.dumps(i) + "\n" for i in items))
+    levels = [int(c) for c in args.concurrency.split(",")]
 
-    port = free_port()
-    log = open(workdir / "server.log", "w")
-    server = subprocess.Popen(
-        [str(BINARY), "serve", "--model", args.model, "--alias", "bench", "--port", str(port),
-         "--threads", str(args.threads)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    plain = Server(args, args.model, ["--cache-bytes", "0", "--prefix-cache-bytes", "0"], workdir)
+    cached = Server(args, args.model, [], workdir)
+    arena_config, arena_bodies = arena(args, workdir)
+    arena_on = Server(args, arena_config, [], workdir)
+    arena_off = Server(args, arena_config, ["--cache-bytes", "0", "--prefix-cache-bytes", "0"], workdir)
+    rows = {}  # mode -> list of (seconds, scored tokens, requests, latencies)
+
+    def record(mode, seconds, scored, requests_n, latencies):
+        rows.setdefault(mode, []).append((seconds, scored, requests_n, latencies))
+
     try:
-        for _ in range(600):
-            try:
-                if requests.get(base + "/health", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        http_round(base, "bench", items[:2], 1, 1)  # warm-up
-        levels = [int(c) for c in args.concurrency.split(",")]
-        times = {"engine alone": [], "engine + scoring": []}
-        for c in levels:
-            times[f"HTTP c={c}"] = []
-        times["HTTP batch of 16"] = []
+        http_run(plain.base, "bench", item_bodies("bench", items[:2], 1), 1)  # warm-up
         scored = decoded = None
         for _ in range(args.rounds):
             out = subprocess.run(
@@ -111,27 +199,78 @@ def main():
             )
             rep = json.loads(out.stdout)
             scored, decoded = rep["scored_tokens"], rep["decoded_tokens"]
-            times["engine alone"] += rep["decode_only_s"]
-            times["engine + scoring"] += rep["engine_s"]
+            record("engine alone", rep["decode_only_s"][0], scored, len(items), [])
+            record("engine + scoring", rep["engine_s"][0], scored, len(items), [])
             for c in levels:
-                t, n = http_round(base, "bench", items, c, 1)
+                t, n, lat, _ = http_run(plain.base, "bench", item_bodies("bench", items, 1), c)
                 assert n == scored, (n, scored)
-                times[f"HTTP c={c}"].append(t)
-            t, n = http_round(base, "bench", items, 1, 16)
-            assert n == scored
-            times["HTTP batch of 16"].append(t)
+                record(f"HTTP c={c}", t, n, len(items), lat)
+            t, n, lat, _ = http_run(plain.base, "bench", item_bodies("bench", items, 16), 1)
+            record("HTTP batch of 16", t, n, -(-len(items) // 16), lat)
+            t, n, lat, _ = http_run(arena_off.base, None, arena_bodies, 4)
+            record("arena, cache + prefix reuse off, c=4", t, n, len(arena_bodies), lat)
+            t, n, lat, _ = http_run(arena_on.base, None, arena_bodies, 4)
+            record("arena, cache + prefix reuse on, c=4", t, n, len(arena_bodies), lat)
+            # The arena server now holds every answer: the next round would be all hits, so restart it.
+            arena_on.stop()
+            arena_on = Server(args, arena_config, [], workdir)
+        # Cache hits: everything computed once, then the same single-item requests again.
+        bodies = item_bodies("bench", items, 1)
+        http_run(cached.base, "bench", bodies, 1)
+        t, n, lat, server_ms = http_run(cached.base, "bench", bodies * 5, 1)
+        record("cache hits, c=1", t, n, len(bodies) * 5, lat)
+        hit_server_ms = server_ms
+        peak = {"plain": plain.peak_rss_mib(), "cached": cached.peak_rss_mib()}
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        for s in (plain, cached, arena_on, arena_off):
+            s.stop()
 
-    ceiling = statistics.median(times["engine alone"])
-    print(f"\n{args.items} items, {scored} scored tokens ({decoded} decoded) per pass, "
-          f"{args.threads} threads, medians of {args.rounds} interleaved rounds; model {Path(args.model).name}\n")
-    print(f"| mode | seconds | scored tokens/s | decoded tokens/s | × engine alone |")
-    print(f"|---|---:|---:|---:|---:|")
-    for mode, ts in times.items():
-        t = statistics.median(ts)
-        print(f"| {mode} | {t:.2f} | {scored / t:,.0f} | {decoded / t:,.0f} | {ceiling / t:.2f} |")
+    lcp = None
+    if args.llama_cpp_python:
+        subset = items[: args.lcp_items]
+        sub_file = Path(workdir) / "lcp-items.jsonl"
+        sub_file.write_text("".join(json.dumps(i) + "\n" for i in subset))
+        out = subprocess.run(
+            [args.llama_cpp_python, "-c", LCP_SCRIPT, args.model, str(sub_file), str(args.threads)],
+            check=True, capture_output=True, text=True,
+        )
+        lcp = json.loads(out.stdout.strip().splitlines()[-1])
+        # Ours for the same items, to compare values and rates on exactly that work.
+        ours = Server(args, args.model, ["--cache-bytes", "0", "--prefix-cache-bytes", "0"], workdir)
+        try:
+            t, n, _, _ = http_run(ours.base, "bench", item_bodies("bench", subset, 1), 1)
+            values = [
+                requests.post(f"{ours.base}/v1/logprobs", json={"model": "bench", **i}).json()["data"][0]["logprob"]
+                for i in subset
+            ]
+        finally:
+            ours.stop()
+        diffs = [abs(a - b) for a, b in zip(lcp["values"], values)]
+        lcp.update(ours_seconds=t, scored=n, mean_abs_diff=statistics.mean(diffs), max_abs_diff=max(diffs))
+
+    ceiling = statistics.median(r[0] for r in rows["engine alone"])
+    print(f"\n{args.items} items, {scored} scored tokens ({decoded} decoded) per pass, {args.threads} threads, "
+          f"medians of {args.rounds} interleaved rounds; model {Path(args.model).name}\n")
+    print("| mode | seconds | scored tokens/s | requests/s | p50 ms | p99 ms | × engine alone |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for mode, runs in rows.items():
+        t = statistics.median(r[0] for r in runs)
+        n, reqs = runs[0][1], runs[0][2]
+        lat = [x for r in runs for x in r[3]]
+        p50 = f"{pct(lat, 50):.1f}" if lat else "—"
+        p99 = f"{pct(lat, 99):.1f}" if lat else "—"
+        ratio = f"{ceiling / t * n / scored:.2f}" if not mode.startswith("arena") else "—"
+        print(f"| {mode} | {t:.2f} | {n / t:,.0f} | {reqs / t:,.1f} | {p50} | {p99} | {ratio} |")
+    print(f"\ncache hits: server time per request p50 {pct(hit_server_ms, 50):.3f} ms, "
+          f"p99 {pct(hit_server_ms, 99):.3f} ms (Server-Timing)")
+    print(f"peak resident memory: {peak['plain']:.0f} MiB (cache off), {peak['cached']:.0f} MiB (cache on)")
+    if lcp:
+        ours_rate = lcp["scored"] / lcp["ours_seconds"]
+        lcp_rate = lcp["scored"] / lcp["seconds"]
+        print(f"\nllama-cpp-python ({args.lcp_items} items, c=1): {lcp_rate:,.1f} scored tokens/s vs "
+              f"llama-scorer HTTP c=1 {ours_rate:,.1f} on the same items: {ours_rate / lcp_rate:.1f}× faster; "
+              f"its values differ from llama-scorer's by {lcp['mean_abs_diff']:.2f} nats on average "
+              f"(max {lcp['max_abs_diff']:.2f}) per item")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
+use axum::response::Response;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
@@ -62,8 +63,21 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize, api_keys: Vec<String>
             auth::require_key,
         ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(server_timing))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Adds `Server-Timing: app;dur=<ms>` (time until the response headers) so clients and benchmarks can
+/// tell server time from network time.
+async fn server_timing(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("app;dur={ms:.3}")) {
+        response.headers_mut().insert("server-timing", v);
+    }
+    response
 }
 
 /// A response id: a prefix, the time and a per-process counter, unique within a server's life.
