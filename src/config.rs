@@ -67,6 +67,12 @@ pub struct ServerSection {
     pub prefix_cache_bytes: Option<u64>,
     /// Largest request body in bytes.
     pub max_body_bytes: Option<usize>,
+    /// Seconds a request may take before it is answered 504 and its queued work dropped.
+    pub request_timeout_secs: Option<u64>,
+    /// Requests handled at once; more get 503.
+    pub max_concurrent_requests: Option<usize>,
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
+    pub shutdown_timeout_secs: Option<u64>,
     /// Bearer keys clients must send; none = no authentication. Also read from LLAMA_SCORER_API_KEYS.
     pub api_keys: Option<Vec<String>>,
 }
@@ -113,11 +119,17 @@ pub struct Config {
     pub parallel: usize,
     pub prefix_cache_bytes: u64,
     pub max_body_bytes: usize,
+    pub request_timeout_secs: u64,
+    pub max_concurrent_requests: usize,
+    pub shutdown_timeout_secs: u64,
     /// Accepted bearer keys (empty: authentication off).
     pub api_keys: Vec<String>,
     pub cache: CacheSettings,
     pub policies: Vec<PolicyConfig>,
 }
+
+/// Default largest request body: 256 items of 32 KB each.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 
 /// Default byte budget per model for saved prompt states.
 pub const DEFAULT_PREFIX_BYTES: u64 = 256 << 20;
@@ -237,7 +249,19 @@ impl Config {
             max_body_bytes: o
                 .max_body_bytes
                 .or(file.max_body_bytes)
-                .unwrap_or(32 * 1024 * 1024),
+                .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            request_timeout_secs: o
+                .request_timeout_secs
+                .or(file.request_timeout_secs)
+                .unwrap_or(600),
+            max_concurrent_requests: o
+                .max_concurrent_requests
+                .or(file.max_concurrent_requests)
+                .unwrap_or(1024),
+            shutdown_timeout_secs: o
+                .shutdown_timeout_secs
+                .or(file.shutdown_timeout_secs)
+                .unwrap_or(30),
             api_keys: o.api_keys.clone().or(file.api_keys).unwrap_or_default(),
             cache: CacheSettings {
                 max_bytes: overrides
@@ -263,6 +287,12 @@ impl Config {
         }
         if self.queue_size == 0 {
             return Err(err("server.queue_size must be at least 1"));
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(err("server.request_timeout_secs must be at least 1"));
+        }
+        if self.max_concurrent_requests == 0 {
+            return Err(err("server.max_concurrent_requests must be at least 1"));
         }
         if !(1..=64).contains(&self.parallel) {
             return Err(err("server.parallel must be between 1 and 64"));

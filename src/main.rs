@@ -137,9 +137,18 @@ struct ServeArgs {
     /// Seconds after which cached scores expire [default: never].
     #[arg(long)]
     cache_ttl: Option<u64>,
-    /// Largest request body in bytes [default: 32 MiB].
+    /// Largest request body in bytes [default: 8 MiB].
     #[arg(long)]
     max_body_bytes: Option<usize>,
+    /// Seconds a request may take before it gets 504 and its queued work is dropped [default: 600].
+    #[arg(long)]
+    request_timeout: Option<u64>,
+    /// Requests handled at once; more get 503 [default: 1024].
+    #[arg(long)]
+    max_concurrent_requests: Option<usize>,
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM [default: 30].
+    #[arg(long)]
+    shutdown_timeout: Option<u64>,
     /// Require `Authorization: Bearer KEY` on every route but /health (repeatable; comma-separated in the
     /// environment variable).
     #[arg(
@@ -176,6 +185,9 @@ fn load_config(args: &ServeArgs) -> Result<Config, String> {
             max_body_bytes: args.max_body_bytes,
             parallel: args.parallel,
             prefix_cache_bytes: args.prefix_cache_bytes,
+            request_timeout_secs: args.request_timeout,
+            max_concurrent_requests: args.max_concurrent_requests,
+            shutdown_timeout_secs: args.shutdown_timeout,
             api_keys: (!args.api_keys.is_empty()).then(|| args.api_keys.clone()),
         },
         cache: CacheSection {

@@ -1,12 +1,14 @@
-//! Starting the service: load the engine, bind the listener, serve until SIGINT/SIGTERM.
+//! Starting the service: load the engine, bind the listener, serve until SIGINT/SIGTERM, then drain.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::api::{AppState, router};
+use crate::api::{AppState, HttpLimits, router};
 use crate::config::Config;
 use crate::engine::Engine;
 
@@ -14,6 +16,8 @@ use crate::engine::Engine;
 pub struct Server {
     listener: TcpListener,
     app: axum::Router,
+    state: Arc<AppState>,
+    shutdown_timeout: Duration,
     pub engine: Arc<Engine>,
 }
 
@@ -31,10 +35,19 @@ impl Server {
         let state = Arc::new(AppState {
             engine: engine.clone(),
             max_batch_items: cfg.max_batch_items,
+            ready: AtomicBool::new(true),
         });
+        let limits = HttpLimits {
+            max_body_bytes: cfg.max_body_bytes,
+            request_timeout: Duration::from_secs(cfg.request_timeout_secs),
+            max_concurrent_requests: cfg.max_concurrent_requests,
+            api_keys: cfg.api_keys.clone(),
+        };
         Ok(Server {
             listener,
-            app: router(state, cfg.max_body_bytes, cfg.api_keys.clone()),
+            app: router(state.clone(), limits),
+            state,
+            shutdown_timeout: Duration::from_secs(cfg.shutdown_timeout_secs),
             engine,
         })
     }
@@ -44,14 +57,35 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    /// Serves until `shutdown` resolves; then `/ready` turns false, the listener closes, and requests in
+    /// flight get the shutdown timeout to finish (those still running after it are dropped).
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.app)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let state = self.state.clone();
+        let (draining_tx, draining) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            state.ready.store(false, Ordering::SeqCst);
+            let _ = draining_tx.send(());
+        };
+        let serve = axum::serve(self.listener, self.app).with_graceful_shutdown(signal);
+        let deadline = self.shutdown_timeout;
+        let give_up = async move {
+            if draining.await.is_ok() {
+                tokio::time::sleep(deadline).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = serve => result,
+            _ = give_up => {
+                tracing::warn!(seconds = deadline.as_secs(), "shutdown timeout passed; dropping the requests still in flight");
+                Ok(())
+            }
+        }
     }
 }
 
@@ -75,5 +109,5 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    tracing::info!("shutdown signal received; finishing requests in flight");
+    tracing::info!("shutdown signal received: not ready, finishing requests in flight");
 }

@@ -15,8 +15,9 @@ pub async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /ready`: every model is loaded and its inference threads are running.
-pub async fn ready(State(state): State<Arc<AppState>>) -> Json<Value> {
+/// `GET /ready`: every model is loaded and its inference threads are running (503 once shutdown began).
+pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    let ready = state.ready.load(std::sync::atomic::Ordering::Relaxed);
     let models: Vec<Value> = state
         .engine
         .models()
@@ -31,7 +32,15 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({"ready": true, "models": models, "cache": state.engine.cache_stats()}))
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"ready": ready, "models": models, "cache": state.engine.cache_stats().await})),
+    )
 }
 
 /// Any other path: 404 in the API's error shape.

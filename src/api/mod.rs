@@ -8,16 +8,24 @@ mod health;
 pub(crate) mod json;
 pub mod logprobs;
 mod models;
+mod observe;
 mod tokens;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::response::Response;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderName, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tower::{BoxError, ServiceBuilder};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
@@ -28,6 +36,8 @@ use crate::engine::{Engine, Policy};
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub max_batch_items: usize,
+    /// False once shutdown has begun: `/ready` says so before the listener closes.
+    pub ready: AtomicBool,
 }
 
 impl AppState {
@@ -45,26 +55,99 @@ impl AppState {
     }
 }
 
+/// HTTP limits, from the configuration.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    /// Longest a request may take; past it the answer is 504 and its queued work is dropped.
+    pub request_timeout: Duration,
+    /// Requests handled at once; more are refused with 503 rather than queued without bound.
+    pub max_concurrent_requests: usize,
+    pub api_keys: Vec<String>,
+}
+
+/// Maps failures of the tower layers (load shedding, timeout) to the API's error shape.
+async fn layer_error(error: BoxError) -> ApiError {
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        let mut e = ApiError::with_status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the server is handling as many requests as it is configured for; retry shortly",
+        );
+        e.retry_after_secs = Some(1);
+        e
+    } else if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::with_status(
+            StatusCode::GATEWAY_TIMEOUT,
+            "request_timeout",
+            "the request took longer than the server's request timeout; its queued work was dropped",
+        )
+    } else {
+        ApiError::with_status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            format!("unhandled error: {error}"),
+        )
+    }
+}
+
+/// A handler panic becomes a 500 in the API's error shape (the server keeps serving).
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::with_status(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "the request failed inside the server",
+    )
+    .into_response()
+}
+
 /// The application's routes; each API route is served under both `/v1` and `/inference/v1` (Fireworks).
-pub fn router(state: Arc<AppState>, max_body_bytes: usize, api_keys: Vec<String>) -> Router {
+/// The API routes sit behind load shedding, a concurrency limit and a timeout; health, readiness and
+/// metrics do not, so that probes answer even under overload.
+pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
+    // Install the metrics recorder before anything records.
+    observe::handle();
     let api = Router::new()
         .route("/logprobs", post(logprobs::logprobs))
         .route("/completions", post(compat::completions::completions))
         .route("/chat/completions", post(compat::chat::chat_completions))
         .route("/models", get(models::list));
-    Router::new()
+    let guarded = Router::new()
         .nest("/v1", api.clone())
         .nest("/inference/v1", api)
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(layer_error))
+                .load_shed()
+                .concurrency_limit(limits.max_concurrent_requests)
+                .timeout(limits.request_timeout),
+        );
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(guarded)
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
+        .route("/metrics", get(observe::metrics))
         .fallback(health::not_found)
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(auth::Keys(api_keys)),
+            Arc::new(auth::Keys(limits.api_keys)),
             auth::require_key,
         ))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn(server_timing))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(observe::track))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", id, method = %request.method(), uri = %request.uri().path())
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
         .with_state(state)
 }
 

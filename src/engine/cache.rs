@@ -167,7 +167,8 @@ impl ScoreCache {
         Ok((entry.into_value(), shared))
     }
 
-    pub fn stats(&self) -> CacheStats {
+    pub async fn stats(&self) -> CacheStats {
+        self.entries.run_pending_tasks().await;
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),

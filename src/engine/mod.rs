@@ -110,8 +110,11 @@ impl Engine {
     }
 
     /// Response-cache counters, when the cache is on.
-    pub fn cache_stats(&self) -> Option<cache::CacheStats> {
-        self.cache.as_ref().map(|c| c.stats())
+    pub async fn cache_stats(&self) -> Option<cache::CacheStats> {
+        match &self.cache {
+            Some(c) => Some(c.stats().await),
+            None => None,
+        }
     }
 
     /// All loaded models (one per distinct GGUF file).

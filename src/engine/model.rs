@@ -16,7 +16,7 @@ use super::generate::{GenEvent, GenerateJob, GenerateOptions};
 use super::prefix::{PrefixStats, PrefixStore};
 use super::types::{ItemScore, PreparedItem, ScoreError};
 use super::vocab::Vocabulary;
-use super::worker::{self, Job, JobOptions, Work, WorkerSettings};
+use super::worker::{self, Job, JobOptions, Work, WorkerSettings, WorkerShared};
 use crate::config::DEFAULT_N_CTX;
 
 /// How a model's queue and inference threads are sized.
@@ -142,11 +142,18 @@ impl LoadedModel {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         for i in 0..settings.workers {
-            let (m, v, a) = (llama.clone(), vocab.clone(), abandoned.clone());
-            let (r, ready, pre) = (rx.clone(), ready_tx.clone(), prefixes.clone());
+            let shared = WorkerShared {
+                model: llama.clone(),
+                vocab: vocab.clone(),
+                abandoned: abandoned.clone(),
+                prefixes: prefixes.clone(),
+                settings: worker_settings,
+                label: name.as_str().into(),
+            };
+            let (r, ready) = (rx.clone(), ready_tx.clone());
             std::thread::Builder::new()
                 .name(format!("infer-{i}-{name}"))
-                .spawn(move || worker::run(m, v, a, pre, worker_settings, r, ready))
+                .spawn(move || worker::run(shared, r, ready))
                 .map_err(|e| format!("cannot start an inference thread: {e}"))?;
         }
         for _ in 0..settings.workers {
@@ -286,6 +293,7 @@ impl LoadedModel {
                 reply,
             },
             permit,
+            enqueued: std::time::Instant::now(),
         };
         self.queue
             .send(job)
@@ -320,6 +328,7 @@ impl LoadedModel {
                 events,
             }),
             permit,
+            enqueued: std::time::Instant::now(),
         };
         self.queue
             .send(job)

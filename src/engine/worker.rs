@@ -37,6 +37,8 @@ pub struct Job {
     pub work: Work,
     /// The job's place in the bounded queue, given back as soon as a thread takes it.
     pub permit: OwnedSemaphorePermit,
+    /// When it was queued (for the queue-wait metric).
+    pub enqueued: std::time::Instant,
 }
 
 /// What a job asks an inference thread to do.
@@ -94,17 +96,34 @@ pub fn create_context(
         .map_err(|e| format!("cannot create a llama.cpp context: {e}"))
 }
 
+/// What the inference threads of one model share.
+#[derive(Clone)]
+pub struct WorkerShared {
+    pub model: Arc<LlamaModel>,
+    pub vocab: Arc<Vocabulary>,
+    /// Counts jobs skipped because their requester had gone.
+    pub abandoned: Arc<AtomicU64>,
+    pub prefixes: Option<Arc<PrefixStore>>,
+    pub settings: WorkerSettings,
+    /// The model's name in metrics.
+    pub label: Arc<str>,
+}
+
 /// Body of an inference thread: create the context, report readiness, then serve jobs until the queue
 /// closes. A job whose requester has gone away is dropped without being computed.
 pub fn run(
-    model: Arc<LlamaModel>,
-    vocab: Arc<Vocabulary>,
-    abandoned: Arc<AtomicU64>,
-    prefixes: Option<Arc<PrefixStore>>,
-    settings: WorkerSettings,
+    shared: WorkerShared,
     jobs: SharedReceiver,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
+    let WorkerShared {
+        model,
+        vocab,
+        abandoned,
+        prefixes,
+        settings,
+        label,
+    } = shared;
     let created = create_context(&model, settings);
     let mut ctx = match created {
         Ok(ctx) => {
@@ -122,14 +141,25 @@ pub fn run(
             let mut rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
             rx.blocking_recv()
         };
-        let Some(Job { work, permit }) = job else {
+        let Some(Job {
+            work,
+            permit,
+            enqueued,
+        }) = job
+        else {
             break;
         };
         drop(permit);
+        let model_label = label.to_string();
+        metrics::histogram!("llama_scorer_queue_wait_seconds", "model" => model_label.clone())
+            .record(enqueued.elapsed().as_secs_f64());
         if work.abandoned() {
             abandoned.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("llama_scorer_jobs_abandoned_total", "model" => model_label)
+                .increment(1);
             continue;
         }
+        let started = std::time::Instant::now();
         let chunk = settings.chunk as usize;
         match work {
             Work::Score {
@@ -146,6 +176,12 @@ pub fn run(
                     prefixes.as_deref(),
                     &reply,
                 );
+                if let Ok(score) = &result {
+                    metrics::counter!("llama_scorer_tokens_scored_total", "model" => model_label.clone())
+                        .increment(score.scored().count() as u64);
+                }
+                metrics::histogram!("llama_scorer_compute_seconds", "model" => model_label, "kind" => "score")
+                    .record(started.elapsed().as_secs_f64());
                 let _ = reply.send(result);
             }
             Work::Generate(job) => {
@@ -159,6 +195,8 @@ pub fn run(
                 if let Err(e) = generate::run(&mut session, &job) {
                     let _ = job.events.blocking_send(GenEvent::Error(e));
                 }
+                metrics::histogram!("llama_scorer_compute_seconds", "model" => model_label, "kind" => "generate")
+                    .record(started.elapsed().as_secs_f64());
             }
         }
     }

@@ -1,27 +1,12 @@
 //! The binary: config errors stop start-up with a message naming policy and field; policies on one file
 //! share one loaded model; a full queue answers 429 with Retry-After.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::common::*;
-
-fn binary() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_llama-scorer"))
-}
-
-fn write_config(dir: &Path, yaml: &str) -> std::path::PathBuf {
-    let p = dir.join("config.yaml");
-    std::fs::File::create(&p)
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    p
-}
 
 /// Runs `serve --config` on `yaml` and expects a quick non-zero exit whose stderr contains every needle.
 fn expect_startup_failure(yaml: &str, needles: &[&str]) {
@@ -82,65 +67,6 @@ fn cli_requires_a_config_or_a_model() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.gguf"));
-}
-
-struct Running {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(config: &Path) -> Running {
-    let port = free_port();
-    let child = binary()
-        .args([
-            "serve",
-            "--threads",
-            "2",
-            "--port",
-            &port.to_string(),
-            "--config",
-        ])
-        .arg(config)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    // From here on, Drop kills and reaps the child whatever happens.
-    let running = Running { child, base };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if let Ok(r) = client().get(format!("{}/health", running.base)).send()
-            && r.status().is_success()
-        {
-            return running;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("server did not start");
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 #[test]

@@ -1,8 +1,11 @@
 //! A real server on the real test models, started once per test binary and shared by its tests.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
+use std::time::Instant;
 
 use llama_scorer::config::{Config, PolicyConfig};
 use llama_scorer::server::Server;
@@ -64,7 +67,10 @@ pub fn base_config(policies: Vec<PolicyConfig>) -> Config {
         batch_size: 512,
         parallel: 1,
         prefix_cache_bytes: 64 << 20,
-        max_body_bytes: 32 << 20,
+        max_body_bytes: llama_scorer::config::DEFAULT_MAX_BODY_BYTES,
+        request_timeout_secs: 600,
+        max_concurrent_requests: 1024,
+        shutdown_timeout_secs: 30,
         api_keys: Vec::new(),
         cache: llama_scorer::engine::cache::CacheSettings {
             max_bytes: 64 << 20,
@@ -170,4 +176,84 @@ pub fn bytes_of(token: &Value) -> Vec<u8> {
 
 pub fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+// --- the binary, run as a separate process -----------------------------------------------------------
+
+/// The llama-scorer binary built for these tests.
+pub fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_llama-scorer"))
+}
+
+/// Writes `yaml` as `config.yaml` in `dir`.
+pub fn write_config(dir: &Path, yaml: &str) -> std::path::PathBuf {
+    let p = dir.join("config.yaml");
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    p
+}
+
+/// A running server process, killed and reaped on drop.
+pub struct Running {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `serve --config` (2 threads, a free port) and waits for /health.
+pub fn start(config: &Path) -> Running {
+    let port = free_port();
+    let child = binary()
+        .args([
+            "serve",
+            "--threads",
+            "2",
+            "--port",
+            &port.to_string(),
+            "--config",
+        ])
+        .arg(config)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    // From here on, Drop kills and reaps the child whatever happens.
+    let running = Running { child, base };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Ok(r) = client().get(format!("{}/health", running.base)).send()
+            && r.status().is_success()
+        {
+            return running;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("server did not start");
+}
+
+/// Resident memory of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }

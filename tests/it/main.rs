@@ -7,6 +7,7 @@ mod common;
 mod compat;
 mod determinism;
 mod errors;
+mod hardening;
 mod identities;
 mod openapi;
 mod prefix;

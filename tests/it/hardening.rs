@@ -1,0 +1,354 @@
+//! Production behaviour: limits, timeouts, overload, request ids, metrics, load, and shutdown under load.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn long_items(n: usize, words: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"prompt": format!("{i} {}", "context ".repeat(words)), "response": " ok"}))
+        .collect()
+}
+
+#[test]
+fn oversized_bodies_get_413_in_the_error_shape() {
+    let body = format!(
+        "{{\"model\": \"smol\", \"prompt\": \"{}\", \"response\": \"x\"}}",
+        "a".repeat(10 << 20)
+    );
+    let r = client()
+        .post(format!("{}/v1/logprobs", server()))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["error"]["object"], "error", "{v}");
+    let r = client().get(format!("{}/health", server())).send().unwrap();
+    assert!(r.status().is_success());
+}
+
+#[test]
+fn more_bad_input_is_refused_naming_the_field() {
+    let cases = [
+        (
+            json!({"model": "", "prompt": "a", "response": "b"}),
+            404,
+            "model",
+        ),
+        (
+            json!({"model": SMOL, "prompt": "a", "response": "b", "top_logprobs": 1e20}),
+            400,
+            "top_logprobs",
+        ),
+        (
+            json!({"model": SMOL, "prompt": "a", "response": "b", "top_logprobs": 3.5}),
+            400,
+            "top_logprobs",
+        ),
+        (
+            json!({"model": SMOL, "prompt": "a", "response_token_ids": [-1]}),
+            400,
+            "response_token_ids[0]",
+        ),
+        (
+            json!({"model": SMOL, "prompt_token_ids": [1.5], "response": "b"}),
+            400,
+            "prompt_token_ids",
+        ),
+        (
+            json!({"model": SMOL, "messages": [{"role": "user", "content": 3}], "response": "b"}),
+            400,
+            "content",
+        ),
+        (json!({"model": SMOL, "items": [{}]}), 400, "items[0]"),
+        (
+            json!({"model": [SMOL], "prompt": "a", "response": "b"}),
+            400,
+            "model",
+        ),
+        (json!(["not", "an", "object"]), 400, "invalid type"),
+    ];
+    for (body, status, field) in cases {
+        let (s, v) = logprobs(&body);
+        assert_eq!(s, status, "{body} → {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(field), "{body}: {msg}");
+    }
+    // NaN and Infinity are not JSON.
+    for raw in [
+        r#"{"model": "smol", "prompt": "a", "response": "b", "temperature": NaN}"#,
+        r#"{"model": "smol", "prompt": "a", "response": "b", "temperature": Infinity}"#,
+    ] {
+        let r = client()
+            .post(format!("{}/v1/logprobs", server()))
+            .body(raw)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{raw}");
+    }
+    // An empty response list of ids is a valid empty response.
+    let v = item(&json!({"model": SMOL, "prompt": "a", "response_token_ids": []}));
+    assert_eq!(v["logprob"], 0.0);
+}
+
+#[test]
+fn request_ids_are_echoed_or_generated() {
+    let r = client()
+        .get(format!("{}/health", server()))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-me-42");
+    let r = client().get(format!("{}/health", server())).send().unwrap();
+    let generated = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(generated.len(), 36, "{generated}");
+    assert!(r.headers().contains_key("server-timing"));
+}
+
+#[test]
+fn metrics_are_exposed_in_prometheus_format() {
+    item(&json!({"model": SMOL, "prompt": "metrics", "response": " please"}));
+    let r = client()
+        .get(format!("{}/metrics", server()))
+        .send()
+        .unwrap();
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().unwrap();
+    for name in [
+        "http_requests_total{route=\"/v1/logprobs\",status=\"200\"}",
+        "http_request_duration_seconds_bucket",
+        "llama_scorer_queue_depth",
+        "llama_scorer_queue_wait_seconds_bucket",
+        "llama_scorer_compute_seconds_bucket",
+        "llama_scorer_tokens_scored_total",
+        "llama_scorer_cache_hits_total",
+        "llama_scorer_models_loaded 2",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}");
+    }
+}
+
+#[test]
+fn a_request_past_its_timeout_gets_504_and_its_work_is_dropped() {
+    let mut cfg = base_config(vec![policy("p", smol_path())]);
+    cfg.request_timeout_secs = 1;
+    cfg.cache.max_bytes = 0;
+    let base = spawn_server(cfg);
+    let (s, v) = post_to(
+        &base,
+        "/v1/logprobs",
+        &json!({"model": "p", "items": long_items(30, 80)}),
+    );
+    assert_eq!(s, 504, "{v}");
+    assert_eq!(v["error"]["code"], "request_timeout");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready: Value = client()
+            .get(format!("{base}/ready"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if ready["models"][0]["queue_depth"] == 0 {
+            assert!(
+                ready["models"][0]["abandoned_jobs"].as_u64().unwrap() > 20,
+                "{ready}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the queue did not drain: {ready}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (s, _) = post_to(
+        &base,
+        "/v1/logprobs",
+        &json!({"model": "p", "prompt": "a", "response": "b"}),
+    );
+    assert_eq!(s, 200);
+}
+
+#[test]
+fn over_the_concurrency_limit_requests_get_503_and_probes_still_answer() {
+    let mut cfg = base_config(vec![policy("p", smol_path())]);
+    cfg.max_concurrent_requests = 2;
+    cfg.cache.max_bytes = 0;
+    let base = spawn_server(cfg);
+    let statuses: Vec<(u16, bool)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let base = &base;
+                s.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(50 * i));
+                    let r = client()
+                        .post(format!("{base}/v1/logprobs"))
+                        .json(&json!({"model": "p", "items": long_items(4, 60)}))
+                        .send()
+                        .unwrap();
+                    (r.status().as_u16(), r.headers().contains_key("retry-after"))
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(400));
+        let health = client().get(format!("{base}/health")).send().unwrap();
+        assert_eq!(
+            health.status().as_u16(),
+            200,
+            "health must answer under overload"
+        );
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().any(|&(s, _)| s == 503), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|&(s, r)| s == 200 || (s == 503 && r)),
+        "{statuses:?}"
+    );
+}
+
+/// Valid and invalid requests from many clients: no 5xx, each answer is its own request's, numbers are the
+/// idle server's bits, and memory returns near where it started.
+#[test]
+fn bounded_load_with_mixed_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "server: {{prefix_cache_bytes: 0}}\ncache: {{max_bytes: 0}}\npolicies:\n  s: {{model: {}}}\n  g: {{model: {}}}\n",
+            smol_path().display(),
+            gemma_path().display()
+        ),
+    );
+    let s = start(&cfg);
+    let valid: Vec<Value> = (0..6)
+        .map(|i| {
+            let model = ["s", "g"][i % 2];
+            json!({"model": model, "prompt": format!("Request {i}: say something"), "response": format!(" reply {i}")})
+        })
+        .collect();
+    let idle: Vec<Value> = valid
+        .iter()
+        .map(|b| post_to(&s.base, "/v1/logprobs", b).1["data"][0]["logprob"].clone())
+        .collect();
+    let rss_before = rss_kib(s.child.id());
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let (ok, bad, served) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..24)
+            .map(|c| {
+                let (base, valid, idle) = (&s.base, &valid, &idle);
+                scope.spawn(move || {
+                    let (mut ok, mut bad, mut n) = (0, 0, 0);
+                    while Instant::now() < deadline {
+                        n += 1;
+                        if (c + n) % 3 == 0 {
+                            let (st, v) = post_to(
+                                base,
+                                "/v1/logprobs",
+                                &json!({"model": "s", "prompt": "a", "response": 7}),
+                            );
+                            assert_eq!(st, 400, "{v}");
+                            bad += 1;
+                        } else {
+                            let k = (c * 7 + n) % valid.len();
+                            let (st, v) = post_to(base, "/v1/logprobs", &valid[k]);
+                            assert!(st < 500, "5xx under load: {v}");
+                            if st == 200 {
+                                assert_eq!(v["model"], valid[k]["model"]);
+                                assert_eq!(
+                                    v["data"][0]["logprob"], idle[k],
+                                    "numbers changed under load"
+                                );
+                                ok += 1;
+                            }
+                        }
+                    }
+                    (ok, bad, n)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
+    });
+    assert!(
+        ok > 24 && bad > 24,
+        "{ok} valid and {bad} invalid answered of {served}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_after = rss_kib(s.child.id());
+    assert!(
+        (rss_after as f64) < rss_before as f64 * 1.15 + 30_000.0,
+        "resident memory grew from {rss_before} to {rss_after} KiB"
+    );
+    eprintln!(
+        "load: {served} requests from 24 clients ({ok} valid answered, {bad} invalid refused); RSS {rss_before} → {rss_after} KiB"
+    );
+}
+
+#[test]
+fn shutdown_under_load_finishes_in_flight_work_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "server: {{shutdown_timeout_secs: 300}}\ncache: {{max_bytes: 0}}\npolicies:\n  s: {{model: {}}}\n",
+            smol_path().display()
+        ),
+    );
+    let mut s = start(&cfg);
+    let base = s.base.clone();
+    let in_flight: Vec<_> = (0..3)
+        .map(|i| {
+            let base = base.clone();
+            std::thread::spawn(move || {
+                post_to(
+                    &base,
+                    "/v1/logprobs",
+                    &json!({"model": "s", "items": long_items(1, 30 + i)}),
+                )
+                .0
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = s.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    // New connections are refused once the listener has closed.
+    let late = client().get(format!("{base}/health")).send();
+    assert!(
+        late.is_err(),
+        "the server still accepted a connection after SIGTERM"
+    );
+    for h in in_flight {
+        assert_eq!(
+            h.join().unwrap(),
+            200,
+            "an in-flight request was not finished"
+        );
+    }
+    let status = s.child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status}"
+    );
+}
