@@ -24,7 +24,7 @@ def test_openapi_spec_holds_against_the_server():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-    config.write(f"policies:\n  smollm2-135m-instruct: {{model: {SMOL}, n_ctx: 64}}\n")
+    config.write(f"policies:\n  smollm2-135m-instruct: {{model: {SMOL}, n_ctx: 48}}\n")
     config.close()
     log = open(Path(tempfile.gettempdir()) / f"llama-scorer-schemathesis-{port}.log", "w")
     server = subprocess.Popen([str(BINARY), "serve", "--config", config.name, "--port", str(port)],
@@ -43,7 +43,7 @@ def test_openapi_spec_holds_against_the_server():
              "--phases", "examples,coverage,fuzzing",
              "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                          "response_schema_conformance,negative_data_rejection",
-             "--request-timeout", "120", "--no-color"],
+             "--request-timeout", "600", "--no-color"],
             capture_output=True, text=True, timeout=3000,
         )
         print(result.stdout[-3000:])
