@@ -28,6 +28,9 @@ pub struct BenchReport {
     /// Tokens decoded (prompt + response).
     pub decoded_tokens: usize,
     pub threads: usize,
+    /// Where the model ran (`CPU`, `CUDA0`, ...) and how many of its layers were offloaded.
+    pub device: String,
+    pub offloaded_layers: u32,
     /// Engine alone, per repeat.
     pub decode_only_s: Vec<f64>,
     /// In-process scoring (queue + inference thread + log-softmax), per repeat.
@@ -41,7 +44,9 @@ pub struct BenchReport {
 /// Rows per second of the log-softmax kernel on one thread for a vocabulary of `n`.
 fn softmax_rate(n: usize) -> f64 {
     use crate::engine::logsoftmax::{Temperature, row_stats};
-    let row: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 50.0 - 10.0).collect();
+    let row: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 50.0 - 10.0)
+        .collect();
     let t = Temperature::new(0.7);
     let rows = 200;
     let started = Instant::now();
@@ -98,6 +103,8 @@ pub fn run(
         scored_tokens: prepared.iter().map(|p| p.response_len()).sum(),
         decoded_tokens: prepared.iter().map(|p| p.tokens.len()).sum(),
         threads,
+        device: policy.model.info.device.clone(),
+        offloaded_layers: policy.model.info.offloaded_layers,
         decode_only_s: Vec::new(),
         engine_s: Vec::new(),
         log_softmax_rows_per_s: softmax_rate(policy.model.vocab.len()),

@@ -9,13 +9,15 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
+use crate::engine::devices;
 
 /// `GET /health`: the process is alive and answering.
 pub async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /ready`: every model is loaded and its inference threads are running.
+/// `GET /ready`: every model is loaded and its inference threads are running; says where each model runs
+/// (`device`, offloaded layers) and which devices llama.cpp found, so a GPU deployment can be checked.
 pub async fn ready(State(state): State<Arc<AppState>>) -> Json<Value> {
     let models: Vec<Value> = state
         .engine
@@ -25,12 +27,19 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Json<Value> {
             json!({
                 "path": m.info.path,
                 "n_ctx": m.info.n_ctx,
+                "device": m.info.device,
+                "n_gpu_layers": m.info.n_gpu_layers,
+                "offloaded_layers": m.info.offloaded_layers,
+                "n_offloadable_layers": m.info.n_offloadable_layers,
                 "queue_depth": m.queue_depth(),
                 "abandoned_jobs": m.abandoned_jobs(),
             })
         })
         .collect();
-    Json(json!({"ready": true, "models": models}))
+    let devices: Vec<Value> = devices()
+        .map(|d| d.devices.iter().map(|d| json!(d)).collect())
+        .unwrap_or_default();
+    Json(json!({"ready": true, "models": models, "devices": devices}))
 }
 
 /// Any other path: 404 in the API's error shape.

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::{AppState, unix_time};
 
-/// Lists the served policies (the ids clients put in `model`).
+/// Lists the served policies (the ids clients put in `model`), each with the device its model runs on.
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
     let created = unix_time();
     let data: Vec<Value> = state
@@ -23,6 +23,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
                 "owned_by": "llama-scorer",
                 "context_length": p.n_ctx,
                 "supports_chat": p.supports_chat(),
+                "device": p.model.info.device,
             })
         })
         .collect();

@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod compat;
 mod determinism;
+mod devices;
 mod errors;
 mod identities;
 mod openapi;
