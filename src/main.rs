@@ -62,6 +62,9 @@ struct BenchArgs {
     /// Alternatives per position, as a request's `top_logprobs`.
     #[arg(long, default_value_t = 0)]
     top_logprobs: usize,
+    /// Also time llama-bench-like prompt processing of the same tokens (one logit per sequence).
+    #[arg(long)]
+    prompt_processing: bool,
 }
 
 #[derive(clap::Args)]
@@ -168,7 +171,13 @@ fn main() -> ExitCode {
             let report = Config::single_model(&args.model, None, &overrides)
                 .map_err(anyhow::Error::from)
                 .and_then(|cfg| {
-                    llama_scorer::bench::run(cfg, &args.items, args.repeat, args.top_logprobs)
+                    llama_scorer::bench::run(
+                        cfg,
+                        &args.items,
+                        args.repeat,
+                        args.top_logprobs,
+                        args.prompt_processing,
+                    )
                 });
             match report {
                 Ok(r) => {
