@@ -219,11 +219,12 @@ fn load_backends(dir: Option<&Path>) -> Result<Option<String>, String> {
     }
 }
 
-/// Builds without `dynamic-backends` link their backends in; a folder given anyway is reported.
+/// Builds without `dynamic-backends` link their backends in; a folder given anyway (an image's
+/// environment, say) is noted and ignored.
 #[cfg(not(feature = "dynamic-backends"))]
 fn load_backends(dir: Option<&Path>) -> Result<Option<String>, String> {
     if let Some(d) = dir {
-        tracing::warn!(
+        tracing::info!(
             backends_dir = %d.display(),
             "ignoring the backends folder: this binary was built without the dynamic-backends feature"
         );
