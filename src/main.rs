@@ -19,6 +19,10 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Folder of llama.cpp's backend libraries (libggml-cpu-*.so, libggml-cuda.so) for builds with the
+    /// dynamic-backends feature [default: the executable's folder, else the cargo build's].
+    #[arg(long, global = true, env = "LLAMA_SCORER_BACKENDS_DIR")]
+    backends_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -36,6 +40,8 @@ enum Command {
     /// Time the engine alone and the in-process scoring path on a JSONL file of {prompt, response}
     /// (prints JSON; `scripts/bench.py` adds HTTP and prints the comparison table).
     BenchEngine(BenchArgs),
+    /// Load llama.cpp's backends and print the devices found as JSON (checks a GPU install or image).
+    Devices,
 }
 
 #[derive(clap::Args)]
@@ -94,6 +100,9 @@ struct BenchArgs {
     /// Alternatives per position, as a request's `top_logprobs`.
     #[arg(long, default_value_t = 0)]
     top_logprobs: usize,
+    /// Also time llama-bench-like prompt processing of the same tokens (one logit per sequence).
+    #[arg(long)]
+    prompt_processing: bool,
 }
 
 #[derive(clap::Args)]
@@ -206,6 +215,7 @@ fn load_config(args: &ServeArgs) -> Result<Config, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    llama_scorer::engine::set_backends_dir(cli.backends_dir);
     match cli.command {
         Command::Score(args) => {
             let overrides = Overrides {
@@ -253,6 +263,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Devices => match llama_scorer::engine::devices() {
+            Ok(d) => {
+                println!("{}", serde_json::to_string(d).expect("devices serialize"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::BenchEngine(args) => {
             let overrides = Overrides {
                 server: ServerSection {
@@ -270,7 +290,13 @@ fn main() -> ExitCode {
             let report = Config::single_model(&args.model, None, &overrides)
                 .map_err(anyhow::Error::from)
                 .and_then(|cfg| {
-                    llama_scorer::bench::run(cfg, &args.items, args.repeat, args.top_logprobs)
+                    llama_scorer::bench::run(
+                        cfg,
+                        &args.items,
+                        args.repeat,
+                        args.top_logprobs,
+                        args.prompt_processing,
+                    )
                 });
             match report {
                 Ok(r) => {

@@ -9,13 +9,16 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
+use crate::engine::devices;
 
 /// `GET /health`: the process is alive and answering.
 pub async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /ready`: every model is loaded and its inference threads are running (503 once shutdown began).
+/// `GET /ready`: every model is loaded and its inference threads are running (503 once shutdown began);
+/// says where each model runs (`device`, offloaded layers) and which devices llama.cpp found, so a GPU
+/// deployment can be checked.
 pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
     let ready = state.ready.load(std::sync::atomic::Ordering::Relaxed);
     let models: Vec<Value> = state
@@ -26,20 +29,28 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Valu
             json!({
                 "path": m.info.path,
                 "n_ctx": m.info.n_ctx,
+                "device": m.info.device,
+                "n_gpu_layers": m.info.n_gpu_layers,
+                "offloaded_layers": m.info.offloaded_layers,
+                "n_offloadable_layers": m.info.n_offloadable_layers,
                 "queue_depth": m.queue_depth(),
                 "abandoned_jobs": m.abandoned_jobs(),
                 "prefix_reuse": m.prefix_stats(),
             })
         })
         .collect();
+    let devices: Vec<Value> = devices()
+        .map(|d| d.devices.iter().map(|d| json!(d)).collect())
+        .unwrap_or_default();
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let cache = state.engine.cache_stats().await;
     (
         status,
-        Json(json!({"ready": ready, "models": models, "cache": state.engine.cache_stats().await})),
+        Json(json!({"ready": ready, "models": models, "devices": devices, "cache": cache})),
     )
 }
 

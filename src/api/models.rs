@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use super::{AppState, unix_time};
 
-/// Lists the served policies (the ids clients put in `model`).
+/// Lists the served policies (the ids clients put in `model`). Only fields Fireworks' own model entry has:
+/// its strict 0.x client refuses any other (where a model runs is in `/ready`).
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
     let created = unix_time();
     let data: Vec<Value> = state

@@ -15,18 +15,46 @@ pub fn decode_only(
     items: &[PreparedItem],
     echo: bool,
 ) -> Result<f64, ScoreError> {
+    time_decodes(model, items.iter().map(|i| (i, logit_positions(i, echo))))
+}
+
+/// llama-bench's prompt processing on the same tokens: each whole sequence (prompt and response) decoded
+/// as one prompt, in the model's chunk size, with a logit at its last position only. The engine's plain
+/// rate, against which the scoring path (logits at every response position) is measured on a GPU.
+pub fn prompt_processing(model: &LoadedModel, items: &[PreparedItem]) -> Result<f64, ScoreError> {
+    let whole: Vec<PreparedItem> = items
+        .iter()
+        .map(|i| PreparedItem {
+            prompt_len: i.tokens.len(),
+            end_of_turn: None,
+            ..i.clone()
+        })
+        .collect();
+    time_decodes(
+        model,
+        whole
+            .iter()
+            .map(|i| (i, i.tokens.len() - 1..i.tokens.len())),
+    )
+}
+
+/// Decodes each `(item, logit positions)` once on a fresh context; returns the seconds taken.
+fn time_decodes<'a>(
+    model: &LoadedModel,
+    work: impl Iterator<Item = (&'a PreparedItem, std::ops::Range<usize>)>,
+) -> Result<f64, ScoreError> {
     let settings = model.worker_settings;
     let mut ctx = create_context(&model.llama, settings).map_err(ScoreError::Internal)?;
     let mut batch = LlamaBatch::new(settings.chunk as usize, 1);
     let started = Instant::now();
     let mut checksum = 0f32;
-    for item in items {
+    for (item, wanted) in work {
         decode_sequence(
             &mut ctx,
             &mut batch,
             settings.chunk as usize,
             item,
-            logit_positions(item, echo),
+            wanted,
             || false,
             |ctx, rows| {
                 // Read one logit per row so the rows are really produced and fetched.

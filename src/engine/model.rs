@@ -10,7 +10,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::backend::backend;
+use super::backend::{Devices, backend, devices};
 use super::cache::{ModelIdentity, ScoreCache, ScoreKey};
 use super::generate::{GenEvent, GenerateJob, GenerateOptions};
 use super::prefix::{PrefixStats, PrefixStore};
@@ -50,7 +50,28 @@ pub struct ModelInfo {
     /// Parameters and bytes of the weights.
     pub n_params: u64,
     pub size_bytes: u64,
+    /// Layers the policy asked to offload (-1 = all).
     pub n_gpu_layers: i32,
+    /// Where the model runs: `CPU`, or the GPU devices holding its offloaded layers (e.g. `CUDA0`).
+    pub device: String,
+    /// Layers on the GPU out of `n_offloadable_layers` (the repeating layers plus the output layer, as
+    /// llama.cpp counts them); 0 on a CPU-only host whatever `n_gpu_layers` asked.
+    pub offloaded_layers: u32,
+    pub n_offloadable_layers: u32,
+}
+
+/// Where llama.cpp puts a model's layers: (device, offloaded layers, offloadable layers). Mirrors
+/// llama.cpp's rule (`n_gpu_layers` of the `n_layer + 1` layers go to the GPUs, none without a GPU),
+/// since the library reports it only in a log line.
+fn placement(devices: &Devices, n_layer: u32, n_gpu_layers: i32) -> (String, u32, u32) {
+    let total = n_layer + 1;
+    let asked = u32::try_from(n_gpu_layers).map_or(total, |n| n.min(total));
+    let targets = devices.offload_targets();
+    if targets.is_empty() || asked == 0 {
+        return ("CPU".to_string(), 0, total);
+    }
+    let names: Vec<&str> = targets.iter().map(|d| d.name.as_str()).collect();
+    (names.join("+"), asked, total)
 }
 
 /// A scored item and whether this request found it computed (cache hit or a shared computation).
@@ -117,6 +138,9 @@ impl LoadedModel {
             .chat_template(None)
             .ok()
             .and_then(|t| t.to_string().ok());
+        let found = devices()?;
+        let (device, offloaded_layers, n_offloadable_layers) =
+            placement(found, llama.n_layer(), n_gpu_layers);
         let info = ModelInfo {
             path: path.to_path_buf(),
             n_ctx_train,
@@ -125,6 +149,9 @@ impl LoadedModel {
             n_params: llama.n_params(),
             size_bytes: llama.size(),
             n_gpu_layers,
+            device,
+            offloaded_layers,
+            n_offloadable_layers,
         };
 
         let (tx, rx) = mpsc::channel(settings.capacity);
@@ -165,6 +192,8 @@ impl LoadedModel {
             model = %path.display(),
             n_params = info.n_params,
             size_mib = info.size_bytes / (1 << 20),
+            device = %info.device,
+            offloaded_layers = format!("{}/{}", info.offloaded_layers, info.n_offloadable_layers),
             n_ctx,
             n_ctx_train,
             workers = settings.workers,
@@ -343,5 +372,52 @@ impl LoadedModel {
             capacity: self.capacity,
             retry_after_secs: 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::DeviceInfo;
+
+    fn device(name: &str, kind: &'static str) -> DeviceInfo {
+        DeviceInfo {
+            name: name.into(),
+            description: String::new(),
+            backend: String::new(),
+            kind,
+            memory_total_mib: 0,
+            memory_free_mib: 0,
+        }
+    }
+
+    fn found(devices: Vec<DeviceInfo>) -> Devices {
+        Devices {
+            dynamic_backends: false,
+            backends_dir: None,
+            devices,
+        }
+    }
+
+    #[test]
+    fn placement_follows_llama_cpp() {
+        let cpu = found(vec![device("CPU", "cpu")]);
+        assert_eq!(placement(&cpu, 32, -1), ("CPU".into(), 0, 33));
+        assert_eq!(placement(&cpu, 32, 10), ("CPU".into(), 0, 33));
+        let gpu = found(vec![device("CPU", "cpu"), device("CUDA0", "gpu")]);
+        assert_eq!(placement(&gpu, 32, -1), ("CUDA0".into(), 33, 33));
+        assert_eq!(placement(&gpu, 32, 99), ("CUDA0".into(), 33, 33));
+        assert_eq!(placement(&gpu, 32, 10), ("CUDA0".into(), 10, 33));
+        assert_eq!(placement(&gpu, 32, 0), ("CPU".into(), 0, 33));
+        // Integrated GPUs only when there is no discrete one, as llama.cpp picks them.
+        let both = found(vec![
+            device("CPU", "cpu"),
+            device("Vulkan0", "igpu"),
+            device("CUDA0", "gpu"),
+            device("CUDA1", "gpu"),
+        ]);
+        assert_eq!(placement(&both, 2, -1), ("CUDA0+CUDA1".into(), 3, 3));
+        let igpu = found(vec![device("CPU", "cpu"), device("Vulkan0", "igpu")]);
+        assert_eq!(placement(&igpu, 2, -1), ("Vulkan0".into(), 3, 3));
     }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod compat;
 mod determinism;
+mod devices;
 mod errors;
 mod hardening;
 mod identities;

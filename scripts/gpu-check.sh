@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# GPU check (issue 6), run on a CUDA host from the repo root with a kit made by scripts/prepare-gpu-kit.sh.
+# The host needs the CUDA toolkit, CMake, Python 3 with numpy; no Rust, no network. In one run it:
+#   1. builds llama.cpp's shared libraries and CUDA backend from the carried source (scripts/gpu/build-on-device.sh);
+#   2. writes a synthetic Llama-3-8B-shaped Q4_K model (random weights, 128,256-token vocabulary);
+#   3. times, on that model with every layer offloaded, llama.cpp's plain prompt processing against the same
+#      decodes with logits at the response positions and against llama-scorer's whole engine path
+#      (`llama-scorer bench-engine --prompt-processing`);
+#   4. serves the model and checks that /v1/logprobs numbers are bit-identical across repeats, batch
+#      composition and concurrent clients;
+#   5. prints the table last. Logs and JSON (at most 8 files) go to $OUT (the device tool's output folder) or
+#      /tmp/gpu-check; scratch files to $WORK (/tmp/gpu-check-work).
+#
+# Usage: bash scripts/gpu-check.sh
+# Environment (all optional):
+#   KIT=.gpu-kit                 the kit folder (llama.cpp source, gguf wheel, bin/llama-scorer)
+#   MODEL=/tmp/m8b.gguf          where the synthetic model is written (kept if present)
+#   SHAPE=8b                     8b, or tiny for a quick dry run
+#   LIBS=DIR                     use llama.cpp libraries already built in DIR instead of building them
+#                                (the CPU dry run points it at a dynamic-backends cargo build)
+#   REQUIRE_GPU=1                fail unless a GPU device is found and every layer is offloaded
+#   CUDA_ARCHITECTURES=90        passed to the CUDA build (H100/H200: 90)
+#   REPEAT=3                     timed passes of bench-engine
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KIT=${KIT:-.gpu-kit}
+SHAPE=${SHAPE:-8b}
+MODEL=${MODEL:-/tmp/m${SHAPE}.gguf}
+REQUIRE_GPU=${REQUIRE_GPU:-1}
+REPEAT=${REPEAT:-3}
+OUT_DIR=${OUT:-/tmp/gpu-check}
+WORK=${WORK:-/tmp/gpu-check-work}
+mkdir -p "$OUT_DIR" "$WORK"
+LOG=$OUT_DIR/gpu-check.log
+: > "$LOG"
+say() { echo "[gpu-check $(date +%H:%M:%S)] $*" | tee -a "$LOG" >&2; }
+die() { say "FAILED: $*"; exit 1; }
+
+BIN=$KIT/bin/llama-scorer
+[ -x "$BIN" ] || die "$BIN missing: run scripts/prepare-gpu-kit.sh on the development machine and carry $KIT"
+CARD=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1 || true)
+say "card: ${CARD:-none found by nvidia-smi}; cores: $(nproc)"
+
+# 1-2. llama.cpp + CUDA backend from the carried source, and the model (in parallel).
+started=$(date +%s)
+if [ -z "${LIBS:-}" ]; then
+  say "building llama.cpp with CUDA (CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90}) and writing $MODEL ($SHAPE)"
+  out=$(bash "$KIT/build-on-device.sh" "$KIT" --model "$MODEL" "$SHAPE" 2>&1 | tee -a "$LOG") \
+    || { cp /tmp/llama-build.log /tmp/llama-cmake.log "$OUT_DIR/" 2>/dev/null || true; die "llama.cpp build"; }
+  LIBS=$(echo "$out" | sed -n 's/^LIBS=//p' | tail -1)
+else
+  say "using prebuilt llama.cpp libraries in $LIBS"
+  if [ ! -f "$MODEL" ]; then
+    wheel=$(find "$KIT/whl" -name 'gguf-*.whl' | head -1)
+    PYTHONPATH=$wheel python3 "$KIT/gen_model.py" "$MODEL" "$SHAPE" >> "$LOG" 2>&1 || die "model generation"
+  fi
+fi
+[ -d "$LIBS" ] || die "no library folder"
+say "llama.cpp ready in $LIBS after $(( $(date +%s) - started )) s; model $MODEL ($(du -h "$MODEL" | cut -f1))"
+export LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export LLAMA_SCORER_BACKENDS_DIR=$LIBS
+
+# Devices as llama-scorer sees them.
+"$BIN" devices > "$OUT_DIR/devices.json" 2>> "$LOG" || die "llama-scorer devices (see $LOG)"
+gpus=$(python3 -c 'import json,sys; print(sum(d["kind"] in ("gpu","igpu") for d in json.load(open(sys.argv[1]))["devices"]))' "$OUT_DIR/devices.json")
+say "devices: $(cat "$OUT_DIR/devices.json")"
+if [ "$gpus" = 0 ] && [ "$REQUIRE_GPU" = 1 ]; then die "llama-scorer found no GPU device"; fi
+
+# 3. Throughput: engine alone (prompt processing; scoring's decodes) vs the engine path with log-softmax.
+python3 scripts/gpu/gpu_check.py items "$WORK/items.jsonl" --n 16 --chars 256
+say "bench-engine: $REPEAT passes over 16 items"
+"$BIN" bench-engine --model "$MODEL" --items "$WORK/items.jsonl" --repeat "$REPEAT" --prompt-processing \
+  > "$OUT_DIR/bench.json" 2>> "$LOG" || die "bench-engine (see $LOG)"
+say "bench: $(cat "$OUT_DIR/bench.json")"
+if [ "$REQUIRE_GPU" = 1 ]; then
+  python3 - "$OUT_DIR/bench.json" <<'PY' || die "the model was not fully offloaded"
+import json, sys
+b = json.load(open(sys.argv[1]))
+sys.exit(0 if b["device"] != "CPU" and b["offloaded_layers"] > 0 else 1)
+PY
+fi
+
+# 4. Determinism over HTTP: repeats, batch composition, concurrency.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$BIN" serve --model "$MODEL" --alias m --host 127.0.0.1 --port "$port" > "$OUT_DIR/serve.log" 2>&1 &
+server=$!
+trap 'kill "$server" 2>/dev/null || true' EXIT
+for _ in $(seq 1 300); do
+  curl -fsS "http://127.0.0.1:$port/health" > /dev/null 2>&1 && break
+  kill -0 "$server" 2>/dev/null || die "server exited (see $OUT_DIR/serve.log)"
+  sleep 1
+done
+ready=$(curl -fsS "http://127.0.0.1:$port/ready") || die "server not ready (see $OUT_DIR/serve.log)"
+say "ready: $ready"
+det_rc=0
+python3 scripts/gpu/gpu_check.py determinism --url "http://127.0.0.1:$port" --model m \
+  --items "$WORK/items.jsonl" --out "$OUT_DIR/determinism.json" 2>> "$LOG" || det_rc=$?
+kill "$server" 2>/dev/null || true
+wait "$server" 2>/dev/null || true
+[ -f "$OUT_DIR/determinism.json" ] || die "determinism check (see $LOG)"
+
+# 5. The table, last.
+python3 scripts/gpu/gpu_check.py table --bench "$OUT_DIR/bench.json" --determinism "$OUT_DIR/determinism.json" \
+  --devices "$OUT_DIR/devices.json" --card "$CARD" --model-name "synthetic Q4_K model, shape $SHAPE (8b: Llama-3-8B)" \
+  | tee "$OUT_DIR/table.md"
+[ "$det_rc" = 0 ] || die "results were not bit-identical"
+say "done in $(( $(date +%s) - started )) s"
