@@ -130,7 +130,7 @@ llm = Llama(model_path=model, logits_all=True, n_ctx=2048, n_threads=threads, n_
 def echo_sum(text):
     out = llm.create_completion(text, max_tokens=1, echo=True, logprobs=1, temperature=1.0)
     lp = out["choices"][0]["logprobs"]["token_logprobs"]
-    return sum(x for x in lp[:-1] if x is not None)  # drop the generated token
+    return sum(float(x) for x in lp[:-1] if x is not None)  # drop the generated token
 llm.create_completion("warm up", max_tokens=1, echo=True, logprobs=1)
 t = time.perf_counter()
 values = [echo_sum(i["prompt"] + i["response"]) - echo_sum(i["prompt"]) for i in items]
@@ -225,29 +225,6 @@ def main():
         for s in (plain, cached, arena_on, arena_off):
             s.stop()
 
-    lcp = None
-    if args.llama_cpp_python:
-        subset = items[: args.lcp_items]
-        sub_file = Path(workdir) / "lcp-items.jsonl"
-        sub_file.write_text("".join(json.dumps(i) + "\n" for i in subset))
-        out = subprocess.run(
-            [args.llama_cpp_python, "-c", LCP_SCRIPT, args.model, str(sub_file), str(args.threads)],
-            check=True, capture_output=True, text=True,
-        )
-        lcp = json.loads(out.stdout.strip().splitlines()[-1])
-        # Ours for the same items, to compare values and rates on exactly that work.
-        ours = Server(args, args.model, ["--cache-bytes", "0", "--prefix-cache-bytes", "0"], workdir)
-        try:
-            t, n, _, _ = http_run(ours.base, "bench", item_bodies("bench", subset, 1), 1)
-            values = [
-                requests.post(f"{ours.base}/v1/logprobs", json={"model": "bench", **i}).json()["data"][0]["logprob"]
-                for i in subset
-            ]
-        finally:
-            ours.stop()
-        diffs = [abs(a - b) for a, b in zip(lcp["values"], values)]
-        lcp.update(ours_seconds=t, scored=n, mean_abs_diff=statistics.mean(diffs), max_abs_diff=max(diffs))
-
     ceiling = statistics.median(r[0] for r in rows["engine alone"])
     print(f"\n{args.items} items, {scored} scored tokens ({decoded} decoded) per pass, {args.threads} threads, "
           f"medians of {args.rounds} interleaved rounds; model {Path(args.model).name}\n")
@@ -263,7 +240,33 @@ def main():
         print(f"| {mode} | {t:.2f} | {n / t:,.0f} | {reqs / t:,.1f} | {p50} | {p99} | {ratio} |")
     print(f"\ncache hits: server time per request p50 {pct(hit_server_ms, 50):.3f} ms, "
           f"p99 {pct(hit_server_ms, 99):.3f} ms (Server-Timing)")
-    print(f"peak resident memory: {peak['plain']:.0f} MiB (cache off), {peak['cached']:.0f} MiB (cache on)")
+    print(f"peak resident memory: {peak['plain']:.0f} MiB (cache off), {peak['cached']:.0f} MiB (cache on)",
+          flush=True)
+    lcp = None
+    if args.llama_cpp_python:
+        subset = items[: args.lcp_items]
+        sub_file = Path(workdir) / "lcp-items.jsonl"
+        sub_file.write_text("".join(json.dumps(i) + "\n" for i in subset))
+        out = subprocess.run(
+            [args.llama_cpp_python, "-c", LCP_SCRIPT, args.model, str(sub_file), str(args.threads)],
+            capture_output=True, text=True,
+        )
+        if out.returncode != 0:
+            sys.exit(f"llama-cpp-python failed:\n{out.stderr[-3000:]}")
+        lcp = json.loads(out.stdout.strip().splitlines()[-1])
+        # Ours for the same items, to compare values and rates on exactly that work.
+        ours = Server(args, args.model, ["--cache-bytes", "0", "--prefix-cache-bytes", "0"], workdir)
+        try:
+            t, n, _, _ = http_run(ours.base, "bench", item_bodies("bench", subset, 1), 1)
+            values = [
+                requests.post(f"{ours.base}/v1/logprobs", json={"model": "bench", **i}).json()["data"][0]["logprob"]
+                for i in subset
+            ]
+        finally:
+            ours.stop()
+        diffs = [abs(a - b) for a, b in zip(lcp["values"], values)]
+        lcp.update(ours_seconds=t, scored=n, mean_abs_diff=statistics.mean(diffs), max_abs_diff=max(diffs))
+
     if lcp:
         ours_rate = lcp["scored"] / lcp["ours_seconds"]
         lcp_rate = lcp["scored"] / lcp["seconds"]

@@ -168,9 +168,14 @@ impl ScoreError {
 
     /// The same error with `prefix.` put in front of its field (e.g. `items[3].`).
     pub fn within(self, prefix: &str) -> ScoreError {
+        self.map_field(|field| format!("{prefix}.{field}"))
+    }
+
+    /// The same error with its field name rewritten (other variants name no field and are unchanged).
+    pub fn map_field(self, rename: impl FnOnce(String) -> String) -> ScoreError {
         match self {
             ScoreError::InvalidInput { field, message } => ScoreError::InvalidInput {
-                field: format!("{prefix}.{field}"),
+                field: rename(field),
                 message,
             },
             ScoreError::TooLong {
@@ -181,7 +186,7 @@ impl ScoreError {
                 limit,
                 policy,
             } => ScoreError::TooLong {
-                field: format!("{prefix}.{field}"),
+                field: rename(field),
                 tokens,
                 prompt_tokens,
                 response_tokens,

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use super::choice;
 use super::params::{LogprobsMode, Sampling, StreamOptions};
-use super::stream::{self, ChoiceEvent};
-use super::{ChunkHeader, Usage, plan_choices, spawn_stream};
+use super::stream::ChoiceEvent;
+use super::{ChunkHeader, StreamPlan, plan_choices, stream_response};
 use crate::api::json::{fields_of, from_object, parse_object, reject_unknown};
 use crate::api::logprobs::WireMessage;
 use crate::api::{ApiError, AppState, new_id, unix_time};
@@ -77,9 +77,8 @@ pub async fn chat_completions(
 
     if req.stream {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-        let (h1, h2) = (header.clone(), header);
         let mut started = HashSet::new();
-        let format = move |event: ChoiceEvent| -> String {
+        let format = move |header: &ChunkHeader, event: ChoiceEvent| -> String {
             match event {
                 ChoiceEvent::Delta(d) => {
                     let lines: Vec<_> = d.lines.iter().map(|l| l.as_line()).collect();
@@ -95,7 +94,7 @@ pub async fn chat_completions(
                     if !d.text.is_empty() || d.finish.is_none() {
                         delta["content"] = json!(d.text);
                     }
-                    h1.chunk(
+                    header.chunk(
                         json!([{"index": d.index, "delta": delta, "logprobs": logprobs,
                                 "finish_reason": d.finish.map(|f| f.as_str())}]),
                         None,
@@ -104,17 +103,15 @@ pub async fn chat_completions(
                 ChoiceEvent::Error(e) => e.body().to_string(),
             }
         };
-        let usage_chunk = move |u: Usage| h2.chunk(json!([]), Some(u));
-        let rx = spawn_stream(
+        let plan = StreamPlan {
             policy,
             plans,
-            None,
+            echo_last: None,
             usage,
             include_usage,
-            format,
-            usage_chunk,
-        );
-        return Ok(stream::sse(rx).into_response());
+            header,
+        };
+        return Ok(stream_response(plan, format));
     }
 
     let outcomes = super::run_all(&policy, plans).await?;

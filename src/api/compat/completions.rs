@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use super::choice::{self, ChoiceOutcome, chars_in};
 use super::params::LogprobsMode;
 use super::params::{Sampling, StreamOptions};
-use super::stream::{self, ChoiceEvent};
-use super::{ChunkHeader, Usage, plan_choices, spawn_stream};
+use super::stream::ChoiceEvent;
+use super::{ChunkHeader, StreamPlan, plan_choices, stream_response};
 use crate::api::json::{fields_of, from_object, parse_object, reject_unknown};
 use crate::api::{ApiError, AppState, new_id, unix_time};
 use crate::engine::PromptInput;
@@ -168,8 +168,7 @@ pub async fn completions(
     if req.stream {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
         let vocab = policy.model.vocab.clone();
-        let (h1, h2) = (header.clone(), header);
-        let format = move |event: ChoiceEvent| -> String {
+        let format = move |header: &ChunkHeader, event: ChoiceEvent| -> String {
             match event {
                 ChoiceEvent::Delta(d) => {
                     let lines: Vec<_> = d.lines.iter().map(|l| l.as_line()).collect();
@@ -178,7 +177,7 @@ pub async fn completions(
                     } else {
                         logprobs_value(&vocab, mode, &lines, d.offset)
                     };
-                    h1.chunk(
+                    header.chunk(
                         json!([{"index": d.index, "text": d.text, "logprobs": logprobs,
                                 "finish_reason": d.finish.map(|f| f.as_str())}]),
                         None,
@@ -187,17 +186,15 @@ pub async fn completions(
                 ChoiceEvent::Error(e) => e.body().to_string(),
             }
         };
-        let usage_chunk = move |u: Usage| h2.chunk(json!([]), Some(u));
-        let rx = spawn_stream(
+        let plan = StreamPlan {
             policy,
             plans,
-            echo_last,
+            echo_last: echo_last,
             usage,
             include_usage,
-            format,
-            usage_chunk,
-        );
-        return Ok(stream::sse(rx).into_response());
+            header,
+        };
+        return Ok(stream_response(plan, format));
     }
 
     let outcomes = super::run_all(&policy, plans).await?;

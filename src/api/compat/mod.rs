@@ -113,28 +113,7 @@ pub async fn plan_choices(
 
 /// Completions take token-id prompts in `prompt`: name that field as the client wrote it.
 fn rename_prompt_field(e: ScoreError) -> ScoreError {
-    match e {
-        ScoreError::InvalidInput { field, message } => ScoreError::InvalidInput {
-            field: field.replacen("prompt_token_ids", "prompt", 1),
-            message,
-        },
-        ScoreError::TooLong {
-            field,
-            tokens,
-            prompt_tokens,
-            response_tokens,
-            limit,
-            policy,
-        } => ScoreError::TooLong {
-            field: field.replacen("prompt_token_ids", "prompt", 1),
-            tokens,
-            prompt_tokens,
-            response_tokens,
-            limit,
-            policy,
-        },
-        other => other,
-    }
+    e.map_field(|field| field.replacen("prompt_token_ids", "prompt", 1))
 }
 
 /// Runs every choice (they queue as separate jobs) and returns their outcomes in order.
@@ -148,17 +127,31 @@ pub async fn run_all(
         .map_err(ApiError::from)
 }
 
-/// Streams every choice: deltas are formatted by `format` as they come, then (if asked) a usage chunk
-/// from `usage_chunk`, then `[DONE]`. When the client goes away, every choice is abandoned.
-pub fn spawn_stream(
-    policy: Arc<Policy>,
-    plans: Vec<ChoicePlan>,
-    echo_last: Option<usize>,
-    usage: Usage,
-    include_usage: bool,
-    mut format: impl FnMut(ChoiceEvent) -> String + Send + 'static,
-    usage_chunk: impl FnOnce(Usage) -> String + Send + 'static,
-) -> mpsc::Receiver<String> {
+/// How a streamed response is put together.
+pub struct StreamPlan {
+    pub policy: Arc<Policy>,
+    pub plans: Vec<ChoicePlan>,
+    pub echo_last: Option<usize>,
+    pub usage: Usage,
+    pub include_usage: bool,
+    pub header: ChunkHeader,
+}
+
+/// Streams every choice as server-sent events: deltas formatted by `format` as they come, then (if asked)
+/// a usage chunk, then `[DONE]`. When the client goes away, every choice is abandoned.
+pub fn stream_response(
+    plan: StreamPlan,
+    mut format: impl FnMut(&ChunkHeader, ChoiceEvent) -> String + Send + 'static,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let StreamPlan {
+        policy,
+        plans,
+        echo_last,
+        usage,
+        include_usage,
+        header,
+    } = plan;
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         let (events_tx, mut events) = mpsc::channel(64);
@@ -174,7 +167,7 @@ pub fn spawn_stream(
         }
         drop(events_tx);
         while let Some(event) = events.recv().await {
-            if tx.send(format(event)).await.is_err() {
+            if tx.send(format(&header, event)).await.is_err() {
                 return; // client gone: dropping `tasks` aborts the choices
             }
         }
@@ -184,11 +177,13 @@ pub fn spawn_stream(
         }
         if include_usage {
             let usage = Usage::new(usage.prompt_tokens, sampled);
-            let _ = tx.send(usage_chunk(usage)).await;
+            let _ = tx
+                .send(header.chunk(serde_json::json!([]), Some(usage)))
+                .await;
         }
         let _ = tx.send("[DONE]".to_string()).await;
     });
-    rx
+    stream::sse(rx).into_response()
 }
 
 /// The fixed part of every streamed chunk.
