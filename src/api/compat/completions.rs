@@ -189,7 +189,7 @@ pub async fn completions(
         let plan = StreamPlan {
             policy,
             plans,
-            echo_last: echo_last,
+            echo_last,
             usage,
             include_usage,
             header,
