@@ -20,6 +20,9 @@ use crate::engine::{
     TokenScore, vocab::Vocabulary,
 };
 
+/// Requests up to this size are tokenized on the async runtime (a hand-over costs more than the work).
+const INLINE_PREPARE_BYTES: usize = 16 << 10;
+
 /// Most alternatives a request may ask for per position.
 pub const MAX_TOP_LOGPROBS: u32 = 20;
 
@@ -201,6 +204,7 @@ pub async fn logprobs(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<LogprobsResponse>, ApiError> {
+    let body_bytes = body.as_ref().map_or(0, |b| b.len());
     let req: LogprobsRequest = parse(body)?;
     let policy = state.policy(&req.model)?.clone();
     if req.top_logprobs > MAX_TOP_LOGPROBS {
@@ -260,9 +264,10 @@ pub async fn logprobs(
         None => vec![(String::new(), inline.into_input("")?)],
     };
 
-    // Tokenization and template rendering are CPU work: keep them off the async runtime.
+    // Tokenization and template rendering are CPU work: large requests go to the blocking pool; small
+    // ones (most are cached tokenizations anyway) are cheaper to do here than to hand over.
     let p = policy.clone();
-    let prepared: Vec<Arc<PreparedItem>> = tokio::task::spawn_blocking(move || {
+    let prepare = move || {
         inputs
             .iter()
             .map(|(at, input)| {
@@ -271,9 +276,14 @@ pub async fn logprobs(
                     .map_err(|e| if at.is_empty() { e } else { e.within(at) })
             })
             .collect::<Result<Vec<_>, ScoreError>>()
-    })
-    .await
-    .map_err(|e| ScoreError::Internal(format!("tokenizer task failed: {e}")))??;
+    };
+    let prepared: Vec<Arc<PreparedItem>> = if body_bytes <= INLINE_PREPARE_BYTES {
+        prepare()?
+    } else {
+        tokio::task::spawn_blocking(prepare)
+            .await
+            .map_err(|e| ScoreError::Internal(format!("tokenizer task failed: {e}")))??
+    };
 
     let scores = policy.score(prepared.clone(), &options).await?;
 

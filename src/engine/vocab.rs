@@ -5,6 +5,8 @@
 //! the response is plain text, and its tokens' bytes must concatenate to the response exactly — otherwise
 //! the item is refused rather than scored against a different string.
 
+use std::sync::Arc;
+
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
@@ -27,7 +29,13 @@ pub struct Vocabulary {
     /// BOS and EOS as text, for chat templates (`bos_token`, `eos_token`).
     pub bos_text: String,
     pub eos_text: String,
+    /// Recent tokenizations by (control tokens parsed?, text): repeated prompts and responses — the same
+    /// item under several policies, cache hits — skip llama.cpp's tokenizer.
+    recent: moka::sync::Cache<(bool, Arc<str>), Arc<[TokenId]>>,
 }
+
+/// Byte budget of the tokenization cache of one model.
+const RECENT_TOKENIZATIONS_BYTES: u64 = 32 << 20;
 
 fn optional(t: LlamaToken) -> Option<TokenId> {
     (t.0 >= 0).then_some(t.0)
@@ -54,6 +62,12 @@ impl Vocabulary {
             .map(|t| t.0)
             .collect();
         Vocabulary {
+            recent: moka::sync::Cache::builder()
+                .max_capacity(RECENT_TOKENIZATIONS_BYTES)
+                .weigher(|k: &(bool, Arc<str>), v: &Arc<[TokenId]>| {
+                    u32::try_from(k.1.len() + v.len() * 4 + 64).unwrap_or(u32::MAX)
+                })
+                .build(),
             end_of_generation,
             bos,
             add_bos: vocab.should_add_bos() && bos.is_some(),
@@ -103,7 +117,7 @@ impl Vocabulary {
         if self.add_bos {
             out.push(self.bos.expect("add_bos implies a BOS token"));
         }
-        let body = raw_tokenize(model, text, true);
+        let body = self.tokenize_prompt_text(model, text);
         if self.add_bos && body.first() == self.bos.as_ref() {
             out.clear();
         }
@@ -117,6 +131,11 @@ impl Vocabulary {
         model: &LlamaModel,
         text: &str,
     ) -> Result<Vec<TokenId>, String> {
+        // Only checked tokenizations are kept under this key, so a hit needs no second check.
+        let key: (bool, Arc<str>) = (false, text.into());
+        if let Some(tokens) = self.recent.get(&key) {
+            return Ok(tokens.to_vec());
+        }
         let tokens = raw_tokenize(model, text, false);
         let mut joined = Vec::with_capacity(text.len());
         for &t in &tokens {
@@ -129,7 +148,20 @@ impl Vocabulary {
                 String::from_utf8_lossy(&joined)
             ));
         }
+        self.recent.insert(key, tokens.as_slice().into());
         Ok(tokens)
+    }
+
+    /// llama.cpp's tokenization of a prompt's text with control tokens parsed (no BOS/EOS added), from the
+    /// recent-tokenizations cache if there.
+    fn tokenize_prompt_text(&self, model: &LlamaModel, text: &str) -> Vec<TokenId> {
+        let key: (bool, Arc<str>) = (true, text.into());
+        if let Some(tokens) = self.recent.get(&key) {
+            return tokens.to_vec();
+        }
+        let tokens = raw_tokenize(model, text, true);
+        self.recent.insert(key, tokens.as_slice().into());
+        tokens
     }
 }
 
