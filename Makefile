@@ -4,6 +4,7 @@ MODELS ?= models
 PYTHON ?= python3
 VENV ?= .venv
 VENV_FW0 ?= .venv-fireworks0
+VENV_BENCH ?= .venv-bench
 DEFAULT_MODEL := $(MODELS)/SmolLM2-135M-Instruct.Q4_1.gguf
 HOST ?= 127.0.0.1
 PORT ?= 8080
@@ -56,9 +57,16 @@ test-python: models build $(VENV)/.installed $(VENV_FW0)/.installed
 	$(VENV)/bin/python -m pytest -q tests/python
 	$(VENV_FW0)/bin/python -m pytest -q tests/python/test_fireworks_legacy.py
 
-## Throughput: HTTP vs the engine alone on the default model (see README "Performance").
-bench: models build $(VENV)/.installed
-	$(VENV)/bin/python scripts/bench.py --model $(DEFAULT_MODEL)
+## Throughput: HTTP vs the engine alone vs llama-cpp-python on the default model, one run, one table and
+## chart (see README "Performance"; ~17 minutes on 2 cores).
+bench: models build $(VENV_BENCH)/.installed
+	$(VENV_BENCH)/bin/python scripts/bench.py --model $(DEFAULT_MODEL) --items 16 --rounds 3 \
+		--llama-cpp-python $(VENV_BENCH)/bin/python --json target/bench.json --chart docs/bench.png
+
+$(VENV_BENCH)/.installed: scripts/requirements-bench.txt
+	$(PYTHON) -m venv $(VENV_BENCH)
+	$(VENV_BENCH)/bin/pip install -q -r scripts/requirements-bench.txt
+	touch $@
 
 clean-venv:
 	rm -rf $(VENV) $(VENV_FW0)

@@ -14,7 +14,7 @@ alike; the table shows medians):
                      max_tokens=1, echo=True, logprobs=1) minus the prompt's own sum (needs --llama-cpp-python)
 
 Usage: scripts/bench.py --model models/SmolLM2-135M-Instruct.Q4_1.gguf [--items 16] [--rounds 3]
-                        [--llama-cpp-python .venv-bench/bin/python]
+                           [--llama-cpp-python .venv-bench/bin/python] [--json out.json] [--chart out.png]
 """
 
 import argparse
@@ -170,6 +170,8 @@ def main():
     ap.add_argument("--arena-prompts", type=int, default=6)
     ap.add_argument("--llama-cpp-python", help="python with llama-cpp-python installed")
     ap.add_argument("--lcp-items", type=int, default=4, help="items for llama-cpp-python (it is slow)")
+    ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--chart", help="also draw scored tokens/s per mode into this PNG (needs matplotlib)")
     args = ap.parse_args()
 
     items = make_items(args.items)
@@ -226,54 +228,104 @@ def main():
             s.stop()
 
     ceiling = statistics.median(r[0] for r in rows["engine alone"])
-    print(f"\n{args.items} items, {scored} scored tokens ({decoded} decoded) per pass, {args.threads} threads, "
-          f"medians of {args.rounds} interleaved rounds; model {Path(args.model).name}\n")
-    print("| mode | seconds | scored tokens/s | requests/s | p50 ms | p99 ms | × engine alone |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    table = []
     for mode, runs in rows.items():
         t = statistics.median(r[0] for r in runs)
         n, reqs = runs[0][1], runs[0][2]
         lat = [x for r in runs for x in r[3]]
-        p50 = f"{pct(lat, 50):.1f}" if lat else "—"
-        p99 = f"{pct(lat, 99):.1f}" if lat else "—"
-        ratio = f"{ceiling / t * n / scored:.2f}" if not mode.startswith("arena") else "—"
-        print(f"| {mode} | {t:.2f} | {n / t:,.0f} | {reqs / t:,.1f} | {p50} | {p99} | {ratio} |")
-    print(f"\ncache hits: server time per request p50 {pct(hit_server_ms, 50):.3f} ms, "
-          f"p99 {pct(hit_server_ms, 99):.3f} ms (Server-Timing)")
+        table.append({
+            "mode": mode, "seconds": t, "scored_tokens": n, "scored_per_s": n / t, "requests_per_s": reqs / t,
+            "p50_ms": pct(lat, 50) if lat else None, "p99_ms": pct(lat, 99) if lat else None,
+            # The arena rows do different work (chat prompts, four policies) and cache hits do none: no ratio.
+            "vs_engine": None if mode.startswith(("arena", "cache")) else ceiling / t * n / scored,
+        })
+    print(f"\n{args.items} items, {scored} scored tokens ({decoded} decoded) per pass, {args.threads} threads, "
+          f"medians of {args.rounds} interleaved rounds; model {Path(args.model).name}\n")
+    print("| mode | seconds | scored tokens/s | requests/s | p50 ms | p99 ms | × engine alone |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    dash = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
+    for r in table:
+        print(f"| {r['mode']} | {r['seconds']:.2f} | {r['scored_per_s']:,.0f} | {r['requests_per_s']:,.1f} | "
+              f"{dash(r['p50_ms'], '.1f')} | {dash(r['p99_ms'], '.1f')} | {dash(r['vs_engine'], '.2f')} |")
+    hits = {"p50_ms": pct(hit_server_ms, 50), "p99_ms": pct(hit_server_ms, 99)}
+    print(f"\ncache hits: server time per request p50 {hits['p50_ms']:.3f} ms, "
+          f"p99 {hits['p99_ms']:.3f} ms (Server-Timing)")
     print(f"peak resident memory: {peak['plain']:.0f} MiB (cache off), {peak['cached']:.0f} MiB (cache on)",
           flush=True)
     lcp = None
     if args.llama_cpp_python:
-        subset = items[: args.lcp_items]
-        sub_file = Path(workdir) / "lcp-items.jsonl"
-        sub_file.write_text("".join(json.dumps(i) + "\n" for i in subset))
-        out = subprocess.run(
-            [args.llama_cpp_python, "-c", LCP_SCRIPT, args.model, str(sub_file), str(args.threads)],
-            capture_output=True, text=True,
-        )
-        if out.returncode != 0:
-            sys.exit(f"llama-cpp-python failed:\n{out.stderr[-3000:]}")
-        lcp = json.loads(out.stdout.strip().splitlines()[-1])
-        # Ours for the same items, to compare values and rates on exactly that work.
-        ours = Server(args, args.model, ["--cache-bytes", "0", "--prefix-cache-bytes", "0"], workdir)
-        try:
-            t, n, _, _ = http_run(ours.base, "bench", item_bodies("bench", subset, 1), 1)
-            values = [
-                requests.post(f"{ours.base}/v1/logprobs", json={"model": "bench", **i}).json()["data"][0]["logprob"]
-                for i in subset
-            ]
-        finally:
-            ours.stop()
-        diffs = [abs(a - b) for a, b in zip(lcp["values"], values)]
-        lcp.update(ours_seconds=t, scored=n, mean_abs_diff=statistics.mean(diffs), max_abs_diff=max(diffs))
+        lcp = run_llama_cpp_python(args, items[: args.lcp_items], workdir)
+        print(f"\nllama-cpp-python ({args.lcp_items} items, c=1): {lcp['lcp_per_s']:,.1f} scored tokens/s vs "
+              f"llama-scorer HTTP c=1 {lcp['ours_per_s']:,.1f} on the same items: "
+              f"{lcp['ours_per_s'] / lcp['lcp_per_s']:.1f}× faster; its values differ from llama-scorer's by "
+              f"{lcp['mean_abs_diff']:.2f} nats on average (max {lcp['max_abs_diff']:.2f}) per item")
+    results = {
+        "model": Path(args.model).name, "items": args.items, "threads": args.threads, "rounds": args.rounds,
+        "scored_tokens": scored, "decoded_tokens": decoded, "rows": table, "cache_hit_server_time": hits,
+        "peak_rss_mib": peak, "llama_cpp_python": lcp,
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    if args.chart:
+        draw_chart(results, args.chart)
 
-    if lcp:
-        ours_rate = lcp["scored"] / lcp["ours_seconds"]
-        lcp_rate = lcp["scored"] / lcp["seconds"]
-        print(f"\nllama-cpp-python ({args.lcp_items} items, c=1): {lcp_rate:,.1f} scored tokens/s vs "
-              f"llama-scorer HTTP c=1 {ours_rate:,.1f} on the same items: {ours_rate / lcp_rate:.1f}× faster; "
-              f"its values differ from llama-scorer's by {lcp['mean_abs_diff']:.2f} nats on average "
-              f"(max {lcp['max_abs_diff']:.2f}) per item")
+
+def run_llama_cpp_python(args, subset, workdir):
+    """The seed guide's recipe in llama-cpp-python, and llama-scorer on exactly the same items."""
+    sub_file = Path(workdir) / "lcp-items.jsonl"
+    sub_file.write_text("".join(json.dumps(i) + "\n" for i in subset))
+    out = subprocess.run(
+        [args.llama_cpp_python, "-c", LCP_SCRIPT, args.model, str(sub_file), str(args.threads)],
+        capture_output=True, text=True,
+    )
+    if out.returncode != 0:
+        sys.exit(f"llama-cpp-python failed:\n{out.stderr[-3000:]}")
+    lcp = json.loads(out.stdout.strip().splitlines()[-1])
+    ours = Server(args, args.model, ["--cache-bytes", "0", "--prefix-cache-bytes", "0"], workdir)
+    try:
+        t, n, _, _ = http_run(ours.base, "bench", item_bodies("bench", subset, 1), 1)
+        values = [
+            requests.post(f"{ours.base}/v1/logprobs", json={"model": "bench", **i}).json()["data"][0]["logprob"]
+            for i in subset
+        ]
+    finally:
+        ours.stop()
+    diffs = [abs(a - b) for a, b in zip(lcp["values"], values)]
+    return {
+        "items": len(subset), "scored_tokens": n, "lcp_seconds": lcp["seconds"], "ours_seconds": t,
+        "lcp_per_s": n / lcp["seconds"], "ours_per_s": n / t,
+        "mean_abs_diff": statistics.mean(diffs), "max_abs_diff": max(diffs),
+    }
+
+
+def draw_chart(results, path):
+    """Scored tokens/s per mode as horizontal bars, the engine-alone ceiling as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = [(r["mode"], r["scored_per_s"]) for r in results["rows"] if not r["mode"].startswith("cache hits")]
+    if results["llama_cpp_python"]:
+        lcp = results["llama_cpp_python"]
+        bars.append((f"llama-cpp-python (seed guide's recipe, {lcp['items']} items)", lcp["lcp_per_s"]))
+    labels, values = zip(*bars)
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(bars) + 1.4))
+    colours = ["#888888" if m.startswith("engine alone") else "#c0504d" if m.startswith("llama-cpp") else "#4f81bd"
+               for m in labels]
+    ax.barh(range(len(bars)), values, color=colours)
+    ax.set_yticks(range(len(bars)), labels)
+    ax.invert_yaxis()
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:,.0f}", va="center")
+    engine = next(r["scored_per_s"] for r in results["rows"] if r["mode"] == "engine alone")
+    ax.axvline(engine, color="#888888", linestyle="--", linewidth=1)
+    ax.set_xlabel("scored tokens per second (higher is better)")
+    ax.set_title(f"llama-scorer, {results['model']}\n{results['threads']} CPU threads, "
+                 f"medians of {results['rounds']} interleaved rounds", fontsize=10)
+    ax.set_xlim(0, max(values) * 1.15)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
