@@ -54,7 +54,7 @@ test-rust: models
 	cargo test --release --locked
 
 test-python: models build $(VENV)/.installed $(VENV_FW0)/.installed
-	$(VENV)/bin/python -m pytest -q tests/python
+	$(VENV)/bin/python -m pytest -q tests/python --ignore=tests/python/test_fireworks_legacy.py
 	$(VENV_FW0)/bin/python -m pytest -q tests/python/test_fireworks_legacy.py
 
 ## Throughput: HTTP vs the engine alone vs llama-cpp-python on the default model, one run, one table and
