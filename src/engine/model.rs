@@ -315,19 +315,12 @@ impl LoadedModel {
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<ItemScore, ScoreError> {
         let (reply, rx) = oneshot::channel();
-        let job = Job {
-            work: Work::Score {
-                item,
-                options,
-                reply,
-            },
-            permit,
-            enqueued: std::time::Instant::now(),
+        let work = Work::Score {
+            item,
+            options,
+            reply,
         };
-        self.queue
-            .send(job)
-            .await
-            .map_err(|_| ScoreError::Unavailable("the inference threads have stopped".into()))?;
+        self.enqueue(work, permit).await?;
         rx.await.map_err(|_| {
             ScoreError::Unavailable("an inference thread stopped before answering".into())
         })?
@@ -348,22 +341,33 @@ impl LoadedModel {
             .try_acquire_owned()
             .map_err(|_| self.queue_full())?;
         let (events, rx) = mpsc::channel(64);
+        let work = Work::Generate(GenerateJob {
+            prompt,
+            options,
+            echo,
+            top_logprobs,
+            events,
+        });
+        self.enqueue(work, permit).await?;
+        Ok(rx)
+    }
+
+    /// Hands admitted work to the inference threads (the permit travels with it and frees its queue slot
+    /// when the job is done or dropped).
+    async fn enqueue(
+        &self,
+        work: Work,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(), ScoreError> {
         let job = Job {
-            work: Work::Generate(GenerateJob {
-                prompt,
-                options,
-                echo,
-                top_logprobs,
-                events,
-            }),
+            work,
             permit,
             enqueued: std::time::Instant::now(),
         };
         self.queue
             .send(job)
             .await
-            .map_err(|_| ScoreError::Unavailable("the inference threads have stopped".into()))?;
-        Ok(rx)
+            .map_err(|_| ScoreError::Unavailable("the inference threads have stopped".into()))
     }
 
     fn queue_full(&self) -> ScoreError {

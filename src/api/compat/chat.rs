@@ -13,10 +13,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::choice;
-use super::params::{LogprobsMode, Sampling, StreamOptions};
+use super::params::{LogprobsMode, StreamOptions, parse_with_sampling};
 use super::stream::ChoiceEvent;
 use super::{ChunkHeader, StreamPlan, plan_choices, stream_response};
-use crate::api::json::{fields_of, from_object, parse_object, reject_unknown};
 use crate::api::logprobs::WireMessage;
 use crate::api::{ApiError, AppState, new_id, unix_time};
 use crate::engine::PromptInput;
@@ -45,13 +44,7 @@ pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let object = parse_object(body)?;
-    reject_unknown(
-        &object,
-        &[fields_of::<ChatRequest>(), fields_of::<Sampling>()],
-    )?;
-    let req: ChatRequest = from_object(&object)?;
-    let sampling_fields: Sampling = from_object(&object)?;
+    let (req, sampling_fields) = parse_with_sampling::<ChatRequest>(body)?;
     let policy = state.policy(&req.model)?.clone();
     let mode = LogprobsMode::for_chat(req.logprobs, req.top_logprobs)?;
     let sampling = sampling_fields.validate(&policy, policy.n_ctx as u32)?;

@@ -14,10 +14,9 @@ use serde_json::{Value, json};
 
 use super::choice::{self, ChoiceOutcome, chars_in};
 use super::params::LogprobsMode;
-use super::params::{Sampling, StreamOptions};
+use super::params::{StreamOptions, parse_with_sampling};
 use super::stream::ChoiceEvent;
 use super::{ChunkHeader, StreamPlan, plan_choices, stream_response};
-use crate::api::json::{fields_of, from_object, parse_object, reject_unknown};
 use crate::api::{ApiError, AppState, new_id, unix_time};
 use crate::engine::PromptInput;
 use crate::engine::vocab::Vocabulary;
@@ -144,13 +143,7 @@ pub async fn completions(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let object = parse_object(body)?;
-    reject_unknown(
-        &object,
-        &[fields_of::<CompletionRequest>(), fields_of::<Sampling>()],
-    )?;
-    let req: CompletionRequest = from_object(&object)?;
-    let sampling_fields: Sampling = from_object(&object)?;
+    let (req, sampling_fields) = parse_with_sampling::<CompletionRequest>(body)?;
     let policy = state.policy(&req.model)?.clone();
     let mode = LogprobsMode::for_completions(&req.logprobs, req.top_logprobs)?;
     let sampling = sampling_fields.validate(&policy, 16)?;

@@ -6,9 +6,23 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+
 use crate::api::ApiError;
+use crate::api::json::{fields_of, from_object, parse_object, reject_unknown};
 use crate::engine::Policy;
 use crate::engine::generate::GenerateOptions;
+
+/// Parses a compatibility request body into its endpoint-specific fields and the shared sampling fields,
+/// refusing any field that neither knows ("Extra inputs are not permitted", as Fireworks says).
+pub fn parse_with_sampling<R: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(R, Sampling), ApiError> {
+    let object = parse_object(body)?;
+    reject_unknown(&object, &[fields_of::<R>(), fields_of::<Sampling>()])?;
+    Ok((from_object(&object)?, from_object(&object)?))
+}
 
 /// Most choices per prompt (`n`).
 pub const MAX_N: u32 = 16;
