@@ -100,7 +100,7 @@ docker-steps: models
 ## Docker and shell lints and the Docker images' build steps (part of `make test`).
 ci-docker: lint-docker lint-shell docker-steps
 
-## The portable build the images contain (dynamic-backends: every CPU variant; ~20 min cold on 2 cores),
+## The portable build the images contain (dynamic-backends: every CPU variant; 20–30 min cold on 2 cores),
 ## staged in target-dyn/dist and smoke-tested.
 dist-dynamic:
 	$(MAKE) docker-steps FEATURES=dynamic-backends CARGO_TARGET_DIR=target-dyn DIST=target-dyn/dist

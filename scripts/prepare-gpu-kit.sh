@@ -5,7 +5,7 @@
 # links libllama/libggml dynamically and loads backends from a folder: the GPU host supplies those, built
 # with CUDA from the same source.
 # Usage: scripts/prepare-gpu-kit.sh [KIT]   (KIT defaults to .gpu-kit, git-ignored)
-# Environment: CARGO_TARGET_DIR (default target-dyn; a cold build there takes ~20 minutes on 2 cores).
+# Environment: CARGO_TARGET_DIR (default target-dyn; a cold build there takes 20–30 minutes on 2 cores).
 # Then, on the GPU host, from the repo root with KIT carried: bash scripts/gpu-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::extract::{OriginalUri, State};
+use axum::http::{Method, StatusCode, Uri};
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -51,6 +51,15 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Valu
     (
         status,
         Json(json!({"ready": ready, "models": models, "devices": devices, "cache": cache})),
+    )
+}
+
+/// A served path asked with the wrong method: 405 in the API's error shape (clients parse every error body).
+pub async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::with_status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not accept {method}", uri.path()),
     )
 }
 

@@ -13,15 +13,13 @@ use super::error::ApiError;
 use super::json::parse;
 use super::tokens::{TokenView, token_view};
 use super::{AppState, new_id, unix_time};
+use crate::api::prepare::prepare_where_cheapest;
 use crate::config::check_temperature;
 use crate::engine::chat_template::ChatMessage;
 use crate::engine::{
     ItemInput, ItemScore, PreparedItem, PromptInput, ResponseInput, ScoreError, ScoreOptions,
     TokenScore, vocab::Vocabulary,
 };
-
-/// Requests up to this size are tokenized on the async runtime (a hand-over costs more than the work).
-const INLINE_PREPARE_BYTES: usize = 16 << 10;
 
 /// Most alternatives a request may ask for per position.
 pub const MAX_TOP_LOGPROBS: u32 = 20;
@@ -264,10 +262,8 @@ pub async fn logprobs(
         None => vec![(String::new(), inline.into_input("")?)],
     };
 
-    // Tokenization and template rendering are CPU work: large requests go to the blocking pool; small
-    // ones (most are cached tokenizations anyway) are cheaper to do here than to hand over.
     let p = policy.clone();
-    let prepare = move || {
+    let prepared: Vec<Arc<PreparedItem>> = prepare_where_cheapest(body_bytes, move || {
         inputs
             .iter()
             .map(|(at, input)| {
@@ -276,14 +272,8 @@ pub async fn logprobs(
                     .map_err(|e| if at.is_empty() { e } else { e.within(at) })
             })
             .collect::<Result<Vec<_>, ScoreError>>()
-    };
-    let prepared: Vec<Arc<PreparedItem>> = if body_bytes <= INLINE_PREPARE_BYTES {
-        prepare()?
-    } else {
-        tokio::task::spawn_blocking(prepare)
-            .await
-            .map_err(|e| ScoreError::Internal(format!("tokenizer task failed: {e}")))??
-    };
+    })
+    .await?;
 
     let scores = policy.score(prepared.clone(), &options).await?;
 

@@ -9,6 +9,7 @@ pub(crate) mod json;
 pub mod logprobs;
 mod models;
 mod observe;
+mod prepare;
 mod tokens;
 
 use std::sync::Arc;
@@ -111,7 +112,8 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .route("/logprobs", post(logprobs::logprobs))
         .route("/completions", post(compat::completions::completions))
         .route("/chat/completions", post(compat::chat::chat_completions))
-        .route("/models", get(models::list));
+        .route("/models", get(models::list))
+        .method_not_allowed_fallback(health::method_not_allowed);
     let guarded = Router::new()
         .nest("/v1", api.clone())
         .nest("/inference/v1", api)
@@ -128,6 +130,7 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(observe::metrics))
+        .method_not_allowed_fallback(health::method_not_allowed)
         .fallback(health::not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(auth::Keys(limits.api_keys)),

@@ -217,3 +217,35 @@ fn the_server_is_healthy_after_bad_input() {
     );
     assert_eq!(s, 200);
 }
+
+#[test]
+fn wrong_methods_get_405_in_the_error_shape_with_allow() {
+    for (method, path, allowed) in [
+        (reqwest::Method::GET, "/v1/logprobs", "POST"),
+        (reqwest::Method::GET, "/inference/v1/completions", "POST"),
+        (reqwest::Method::DELETE, "/v1/chat/completions", "POST"),
+        (reqwest::Method::POST, "/v1/models", "GET"),
+        (reqwest::Method::POST, "/health", "GET"),
+    ] {
+        let r = client()
+            .request(method.clone(), format!("{}{path}", server()))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 405, "{method} {path}");
+        let allow = r
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(
+            allow.as_deref().is_some_and(|a| a.contains(allowed)),
+            "{method} {path}: Allow {allow:?}"
+        );
+        let v: Value = r.json().unwrap();
+        assert_eq!(v["error"]["object"], "error", "{method} {path}: {v}");
+        assert_eq!(v["error"]["code"], "method_not_allowed");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(path),
+            "{v}"
+        );
+    }
+}

@@ -44,6 +44,7 @@ pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body_bytes = body.as_ref().map_or(0, |b| b.len());
     let (req, sampling_fields) = parse_with_sampling::<ChatRequest>(body)?;
     let policy = state.policy(&req.model)?.clone();
     let mode = LogprobsMode::for_chat(req.logprobs, req.top_logprobs)?;
@@ -53,7 +54,15 @@ pub async fn chat_completions(
     }
     let messages = req.messages.into_iter().map(ChatMessage::from).collect();
     let inputs = vec![PromptInput::Messages(messages)];
-    let (plans, usage) = plan_choices(&policy, inputs, &sampling, req.echo, mode.top_k()).await?;
+    let (plans, usage) = plan_choices(
+        body_bytes,
+        &policy,
+        inputs,
+        &sampling,
+        req.echo,
+        mode.top_k(),
+    )
+    .await?;
     let header = ChunkHeader {
         id: new_id("chatcmpl"),
         object: "chat.completion.chunk",

@@ -143,6 +143,7 @@ pub async fn completions(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body_bytes = body.as_ref().map_or(0, |b| b.len());
     let (req, sampling_fields) = parse_with_sampling::<CompletionRequest>(body)?;
     let policy = state.policy(&req.model)?.clone();
     let mode = LogprobsMode::for_completions(&req.logprobs, req.top_logprobs)?;
@@ -150,7 +151,8 @@ pub async fn completions(
     let inputs = prompts(&req.prompt)?;
     let echo = req.echo || req.echo_last.is_some();
     let echo_last = req.echo_last.map(|n| n as usize);
-    let (plans, usage) = plan_choices(&policy, inputs, &sampling, echo, mode.top_k()).await?;
+    let (plans, usage) =
+        plan_choices(body_bytes, &policy, inputs, &sampling, echo, mode.top_k()).await?;
     let header = ChunkHeader {
         id: new_id("cmpl"),
         object: "text_completion",

@@ -17,6 +17,7 @@ use self::choice::{ChoiceOutcome, ChoicePlan};
 use self::params::Validated;
 use self::stream::ChoiceEvent;
 use crate::api::ApiError;
+use crate::api::prepare::prepare_where_cheapest;
 use crate::engine::{Policy, PreparedItem, PromptInput, ScoreError};
 
 /// `usage` as OpenAI and Fireworks report it.
@@ -42,10 +43,11 @@ impl Usage {
     }
 }
 
-/// The choices of a request: prompts tokenized (off the async runtime), `max_tokens` fitted to each
+/// The choices of a request: prompts tokenized (see [`prepare_where_cheapest`]), `max_tokens` fitted to each
 /// prompt's room in the context (or refused with `context_length_exceeded_behavior: error`), and `n`
 /// choices per prompt, choice j sampling with seed + j. Also returns the usage of the prompts.
 pub async fn plan_choices(
+    body_bytes: usize,
     policy: &Arc<Policy>,
     inputs: Vec<PromptInput>,
     sampling: &Validated,
@@ -54,7 +56,7 @@ pub async fn plan_choices(
 ) -> Result<(Vec<ChoicePlan>, Usage), ApiError> {
     let p = policy.clone();
     let many = inputs.len() > 1;
-    let prepared: Vec<PreparedItem> = tokio::task::spawn_blocking(move || {
+    let prepared: Vec<PreparedItem> = prepare_where_cheapest(body_bytes, move || {
         inputs
             .iter()
             .enumerate()
@@ -70,8 +72,7 @@ pub async fn plan_choices(
             })
             .collect::<Result<Vec<_>, ScoreError>>()
     })
-    .await
-    .map_err(|e| ScoreError::Internal(format!("tokenizer task failed: {e}")))??;
+    .await?;
     let mut plans = Vec::new();
     let mut prompt_tokens = 0;
     for item in prepared {
