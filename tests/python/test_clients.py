@@ -1,5 +1,5 @@
 """Real clients, unchanged but for the base URL: the openai SDK, the current fireworks-ai SDK, lm-eval's
-request shape, and the teacher-forcing recipe of Causal Judge Evaluation (CJE)."""
+request shape, the teacher-forcing recipe of Causal Judge Evaluation (CJE), and LangChain."""
 
 import math
 
@@ -172,3 +172,35 @@ def test_cje_recipe_on_a_merged_boundary_and_the_native_answer(server, oai):
     spelled = b"".join(bytes(t["bytes"]) for t in native["logprobs"]["content"])
     assert spelled == response.encode()  # /v1/logprobs scores exactly the response's bytes
     assert math.isfinite(native["logprob"]) and native["logprob"] < 0
+
+
+# --- LangChain (langchain-openai) --------------------------------------------------------------------
+
+
+def test_langchain_chat_and_completions(server, oai):
+    from langchain_openai import ChatOpenAI
+    from langchain_openai import OpenAI as LangChainOpenAI
+
+    question = "Name a colour."
+    chat = ChatOpenAI(
+        base_url=server + "/v1", api_key=API_KEY, model="smol", temperature=0, max_tokens=8, max_retries=0
+    )
+    msg = chat.bind(logprobs=True).invoke(question)
+    direct = oai.chat.completions.create(
+        model="smol", messages=[{"role": "user", "content": question}], max_tokens=8, temperature=0
+    )
+    assert msg.content == direct.choices[0].message.content
+    assert "".join(t["token"] for t in msg.response_metadata["logprobs"]["content"]) == msg.content
+    assert "".join(chunk.content for chunk in chat.stream(question)) == msg.content
+
+    # Echo scoring through LangChain's completions model: the same numbers as the SDK call.
+    scorer = LangChainOpenAI(
+        base_url=server + "/v1", api_key=API_KEY, model=FIREWORKS_ID, max_tokens=0, logprobs=1,
+        temperature=1.0, max_retries=0, model_kwargs={"echo": True},
+    )
+    info = scorer.generate([PROMPT + RESPONSE]).generations[0][0].generation_info["logprobs"]
+    sdk = oai.completions.create(
+        model=FIREWORKS_ID, prompt=PROMPT + RESPONSE, max_tokens=0, echo=True, logprobs=1, temperature=1.0
+    ).choices[0].logprobs
+    assert info["tokens"] == sdk.tokens
+    assert info["token_logprobs"] == sdk.token_logprobs
