@@ -153,6 +153,7 @@ pub struct WireTop {
     pub sampling_logprob: f64,
 }
 
+/// `logprobs` of an item, in Fireworks' `content[]` shape so existing parsers read it.
 #[derive(Debug, Serialize)]
 pub struct WireLogprobs {
     pub content: Vec<WireToken>,
@@ -179,6 +180,7 @@ pub struct WireItemResult {
     pub logprobs: WireLogprobs,
 }
 
+/// Token counts of the whole request, as OpenAI/Fireworks report them (for clients that meter usage).
 #[derive(Debug, Serialize)]
 pub struct Usage {
     pub prompt_tokens: usize,

@@ -59,6 +59,8 @@ pub struct ScoreKey {
 }
 
 impl ScoreKey {
+    /// The key of one item: everything that changes its numbers, and nothing that does not (not the
+    /// policy's name, so policies that differ only by name share entries).
     pub fn new(model: &Arc<ModelIdentity>, item: &PreparedItem, options: &JobOptions) -> ScoreKey {
         ScoreKey {
             model: model.clone(),
@@ -167,6 +169,7 @@ impl ScoreCache {
         Ok((entry.into_value(), shared))
     }
 
+    /// Counters and size for `/ready` and `/metrics` (pending evictions applied first, so sizes are current).
     pub async fn stats(&self) -> CacheStats {
         self.entries.run_pending_tasks().await;
         CacheStats {

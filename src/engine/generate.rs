@@ -52,6 +52,7 @@ pub enum FinishReason {
 }
 
 impl FinishReason {
+    /// The wire spelling of `finish_reason` (OpenAI's values).
     pub fn as_str(self) -> &'static str {
         match self {
             FinishReason::Stop => "stop",

@@ -37,6 +37,7 @@ impl Temperature {
         }
     }
 
+    /// At T = 1 the sampling statistics equal the plain ones, so the second pass is skipped.
     pub fn is_one(&self) -> bool {
         self.value == 1.0
     }

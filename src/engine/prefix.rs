@@ -65,10 +65,12 @@ impl PrefixStore {
         found
     }
 
+    /// Keeps a prompt's state for later responses to it (moka evicts entries to stay within the byte budget).
     pub fn insert(&self, prompt: &[TokenId], state: PrefixState) {
         self.entries.insert(prompt.into(), Arc::new(state));
     }
 
+    /// Hit/miss counters and size for `/ready` and `/metrics`.
     pub fn stats(&self) -> PrefixStats {
         self.entries.run_pending_tasks();
         PrefixStats {
