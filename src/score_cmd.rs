@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -114,15 +114,7 @@ fn parse_line(
     let id = meta.id.unwrap_or_else(|| json!(number));
     let policies = match meta.policies {
         None => default_policies.to_vec(),
-        Some(names) => names
-            .iter()
-            .map(|n| {
-                engine
-                    .policy(n)
-                    .cloned()
-                    .ok_or_else(|| format!("policies: unknown policy `{n}`"))
-            })
-            .collect::<Result<_, _>>()?,
+        Some(names) => resolve_policies(engine, &names).map_err(|e| format!("policies: {e}"))?,
     };
     let mut item_object = object;
     item_object.remove("id");
@@ -135,6 +127,19 @@ fn parse_line(
         policies,
         input,
     })
+}
+
+/// The policies `names` names, in that order, or which one is unknown.
+fn resolve_policies(engine: &Engine, names: &[String]) -> Result<Vec<Arc<Policy>>, String> {
+    names
+        .iter()
+        .map(|n| {
+            engine
+                .policy(n)
+                .cloned()
+                .ok_or_else(|| format!("unknown policy `{n}`"))
+        })
+        .collect()
 }
 
 /// Runs the command; the engine is started from `cfg`.
@@ -151,15 +156,7 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
     let engine = Engine::start(&cfg)?;
     let default_policies: Vec<Arc<Policy>> = match &args.policies {
         None => engine.policies().to_vec(),
-        Some(names) => names
-            .iter()
-            .map(|n| {
-                engine
-                    .policy(n)
-                    .cloned()
-                    .with_context(|| format!("--policies: unknown policy `{n}`"))
-            })
-            .collect::<anyhow::Result<_>>()?,
+        Some(names) => resolve_policies(&engine, names).map_err(|e| anyhow!("--policies: {e}"))?,
     };
     let done = resume_state(&args.output)?;
     let mut out = OpenOptions::new()

@@ -72,15 +72,10 @@ fn identical_requests_in_flight_compute_once() {
         "computed more than once: {flags:?}"
     );
     assert!(results.iter().all(|r| numbers(r) == numbers(&results[0])));
-    let ready: Value = client()
-        .get(format!("{base}/ready"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(ready["cache"]["misses"], 1, "{ready}");
-    assert_eq!(ready["cache"]["hits"], 7, "{ready}");
-    assert_eq!(ready["models"][0]["abandoned_jobs"], 0);
+    let state = ready(&base);
+    assert_eq!(state["cache"]["misses"], 1, "{state}");
+    assert_eq!(state["cache"]["hits"], 7, "{state}");
+    assert_eq!(state["models"][0]["abandoned_jobs"], 0);
 }
 
 #[test]
@@ -93,11 +88,6 @@ fn the_cache_can_be_turned_off() {
         let (_, v) = post_to(&base, "/v1/logprobs", &body);
         assert_eq!(v["data"][0]["cached"], false);
     }
-    let ready: Value = client()
-        .get(format!("{base}/ready"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert!(ready["cache"].is_null(), "{ready}");
+    let state = ready(&base);
+    assert!(state["cache"].is_null(), "{state}");
 }

@@ -268,6 +268,7 @@ fn the_score_command_scores_every_pair_records_errors_and_resumes() {
         r#"{"prompt": "Hello", "response_token_ids": [1, 999999]}"#,
         "not json",
         r#"{"id": "f", "prompt": "The sky is", "response": " blue."}"#,
+        r#"{"id": "h", "prompt": "x", "response": "y", "policies": ["p0", "nope"]}"#,
     ];
     std::fs::write(&input, lines.join("\n")).unwrap();
     let output = dir.path().join("out.jsonl");
@@ -293,8 +294,8 @@ fn the_score_command_scores_every_pair_records_errors_and_resumes() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    // a, c, line 5 and f under three policies, b under one, and one unreadable line.
-    assert_eq!(records.len(), 4 * 3 + 1 + 1, "{full}");
+    // a, c, line 5 and f under three policies, b under one, and two unreadable lines.
+    assert_eq!(records.len(), 4 * 3 + 1 + 2, "{full}");
     let find = |id: serde_json::Value, policy: &str| {
         records
             .iter()
@@ -327,6 +328,39 @@ fn the_score_command_scores_every_pair_records_errors_and_resumes() {
         records
             .iter()
             .any(|r| r["line"] == 6 && r["error"].is_object())
+    );
+    let unknown = records
+        .iter()
+        .find(|r| r["line"] == 8)
+        .expect("line 8 recorded");
+    assert!(
+        unknown["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("policies: unknown policy `nope`"),
+        "{unknown}"
+    );
+    // --policies names configured policies only.
+    let out = binary()
+        .args([
+            "score",
+            "--no-progress",
+            "--policies",
+            "p0,nope",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.path().join("never.jsonl"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--policies: unknown policy `nope`"),
+        "{stderr}"
     );
     // Resume: keep three lines and a torn fourth; the rerun completes the file without redoing any pair.
     let kept: Vec<&str> = full.lines().take(3).collect();

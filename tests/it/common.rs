@@ -142,6 +142,16 @@ pub fn post_to(base: &str, path: &str, body: &Value) -> (u16, Value) {
     (status, v)
 }
 
+/// The server's `/ready` body (model, cache and prefix-reuse counters), whatever its status.
+pub fn ready(base: &str) -> Value {
+    client()
+        .get(format!("{base}/ready"))
+        .send()
+        .expect("request sent")
+        .json()
+        .expect("/ready answers JSON")
+}
+
 /// POSTs to the shared server's `/v1/logprobs`.
 pub fn logprobs(body: &Value) -> (u16, Value) {
     post_to(server(), "/v1/logprobs", body)

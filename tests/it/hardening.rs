@@ -153,22 +153,17 @@ fn a_request_past_its_timeout_gets_504_and_its_work_is_dropped() {
     assert_eq!(v["error"]["code"], "request_timeout");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ready: Value = client()
-            .get(format!("{base}/ready"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if ready["models"][0]["queue_depth"] == 0 {
+        let state = ready(&base);
+        if state["models"][0]["queue_depth"] == 0 {
             assert!(
-                ready["models"][0]["abandoned_jobs"].as_u64().unwrap() > 20,
-                "{ready}"
+                state["models"][0]["abandoned_jobs"].as_u64().unwrap() > 20,
+                "{state}"
             );
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the queue did not drain: {ready}"
+            "the queue did not drain: {state}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -41,21 +41,11 @@ fn reused_prompts_score_bit_identically_to_fresh_ones() {
             "{policy}: across requests"
         );
     }
-    let ready: Value = client()
-        .get(format!("{reuse}/ready"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    for m in ready["models"].as_array().unwrap() {
+    let state = ready(&reuse);
+    for m in state["models"].as_array().unwrap() {
         let hits = m["prefix_reuse"]["hits"].as_u64().unwrap();
         assert!(hits >= 4, "the prompt was not reused: {m}");
     }
-    let ready: Value = client()
-        .get(format!("{fresh}/ready"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert!(ready["models"][0]["prefix_reuse"].is_null());
+    let state = ready(&fresh);
+    assert!(state["models"][0]["prefix_reuse"].is_null());
 }
