@@ -23,6 +23,11 @@ struct Cli {
     /// dynamic-backends feature [default: the executable's folder, else the cargo build's].
     #[arg(long, global = true, env = "LLAMA_SCORER_BACKENDS_DIR")]
     backends_dir: Option<PathBuf>,
+    /// Load this CPU variant of the backends folder (e.g. haswell for libggml-cpu-haswell.so) instead of
+    /// the best one for the host, so replicas on different CPUs give the same bits (dynamic-backends builds)
+    /// [default: the best the CPU supports].
+    #[arg(long, global = true, env = "LLAMA_SCORER_CPU_VARIANT")]
+    cpu_variant: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -216,6 +221,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     llama_scorer::engine::set_backends_dir(cli.backends_dir);
+    llama_scorer::engine::set_cpu_variant(cli.cpu_variant);
     match cli.command {
         Command::Score(args) => {
             let overrides = Overrides {

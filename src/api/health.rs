@@ -39,9 +39,11 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Valu
             })
         })
         .collect();
-    let devices: Vec<Value> = devices()
+    let found = devices().ok();
+    let devices: Vec<Value> = found
         .map(|d| d.devices.iter().map(|d| json!(d)).collect())
         .unwrap_or_default();
+    let cpu_variant = found.and_then(|d| d.cpu_variant.clone());
     let status = if ready {
         StatusCode::OK
     } else {
@@ -50,7 +52,13 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Valu
     let cache = state.engine.cache_stats().await;
     (
         status,
-        Json(json!({"ready": ready, "models": models, "devices": devices, "cache": cache})),
+        Json(json!({
+            "ready": ready,
+            "models": models,
+            "devices": devices,
+            "cpu_variant": cpu_variant,
+            "cache": cache,
+        })),
     )
 }
 

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 static BACKENDS_DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+static CPU_VARIANT: OnceLock<Option<String>> = OnceLock::new();
 static DEVICES: OnceLock<Devices> = OnceLock::new();
 
 /// One compute device llama.cpp found (a CPU, a GPU, an accelerator such as BLAS).
@@ -46,6 +47,9 @@ pub struct Devices {
     pub dynamic_backends: bool,
     /// The folder backends were loaded from (dynamic builds only).
     pub backends_dir: Option<String>,
+    /// The CPU code path in use (dynamic builds: `haswell`, `zen4`, … from `libggml-cpu-<variant>.so`):
+    /// part of what defines the numbers, since variants differ in their floating-point instructions.
+    pub cpu_variant: Option<String>,
     pub devices: Vec<DeviceInfo>,
 }
 
@@ -68,6 +72,13 @@ pub fn set_backends_dir(dir: Option<PathBuf>) {
     let _ = BACKENDS_DIR.set(dir);
 }
 
+/// Pins the CPU backend variant (`--cpu-variant`, `LLAMA_SCORER_CPU_VARIANT`) instead of the best one for
+/// the host: replicas on different CPU generations then run the same code and give the same bits. Call before
+/// the first [`backend`]; builds without `dynamic-backends` have one CPU code path and refuse a pin.
+pub fn set_cpu_variant(variant: Option<String>) {
+    let _ = CPU_VARIANT.set(variant);
+}
+
 /// The initialised backend; the first call also routes llama.cpp's logs into `tracing`, loads the
 /// dynamic backends and logs every device found.
 pub fn backend() -> Result<&'static LlamaBackend, String> {
@@ -75,12 +86,14 @@ pub fn backend() -> Result<&'static LlamaBackend, String> {
         .get_or_init(|| {
             llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
             let dir = BACKENDS_DIR.get().cloned().flatten();
-            let backends_dir = load_backends(dir.as_deref())?;
+            let variant = CPU_VARIANT.get().cloned().flatten();
+            let backends_dir = load_backends(dir.as_deref(), variant.as_deref())?;
             let backend =
                 LlamaBackend::init().map_err(|e| format!("cannot initialise llama.cpp: {e}"))?;
             let devices = Devices {
                 dynamic_backends: cfg!(feature = "dynamic-backends"),
                 backends_dir,
+                cpu_variant: loaded_cpu_variant(),
                 devices: list_llama_ggml_backend_devices()
                     .into_iter()
                     .map(|d| DeviceInfo {
@@ -129,6 +142,7 @@ fn log_devices(found: &Devices) {
     tracing::info!(
         dynamic_backends = found.dynamic_backends,
         backends_dir = found.backends_dir.as_deref().unwrap_or("(built in)"),
+        cpu_variant = found.cpu_variant.as_deref().unwrap_or("(built in)"),
         devices = found.devices.len(),
         "llama.cpp backends loaded"
     );
@@ -182,7 +196,7 @@ fn warn_if_gpu_backend_unused(found: &Devices) {
 
 /// Loads the backend libraries; returns the folder used (`None` in builds that link them in).
 #[cfg(feature = "dynamic-backends")]
-fn load_backends(dir: Option<&Path>) -> Result<Option<String>, String> {
+fn load_backends(dir: Option<&Path>, cpu_variant: Option<&str>) -> Result<Option<String>, String> {
     use llama_cpp_2::llama_backend;
     let exe_dir = std::env::current_exe()
         .ok()
@@ -199,7 +213,10 @@ fn load_backends(dir: Option<&Path>) -> Result<Option<String>, String> {
             let s = d
                 .to_str()
                 .ok_or_else(|| format!("backends folder {} is not valid UTF-8", d.display()))?;
-            llama_backend::load_backends_from_path(&d);
+            match cpu_variant {
+                Some(v) => load_pinned(&d, v)?,
+                None => llama_backend::load_backends_from_path(&d),
+            }
             // llama.cpp would otherwise fall back silently to its build-time folder: refuse instead.
             let cpu_loaded = list_llama_ggml_backend_devices()
                 .iter()
@@ -211,6 +228,10 @@ fn load_backends(dir: Option<&Path>) -> Result<Option<String>, String> {
             }
             Ok(Some(s.to_string()))
         }
+        None if cpu_variant.is_some() => Err(
+            "--cpu-variant needs the backends folder (--backends-dir or LLAMA_SCORER_BACKENDS_DIR)"
+                .to_string(),
+        ),
         None => {
             // A development build run from target/: the folder the cargo build installed them to.
             llama_backend::load_backends();
@@ -222,7 +243,13 @@ fn load_backends(dir: Option<&Path>) -> Result<Option<String>, String> {
 /// Builds without `dynamic-backends` link their backends in; a folder given anyway (an image's
 /// environment, say) is noted and ignored.
 #[cfg(not(feature = "dynamic-backends"))]
-fn load_backends(dir: Option<&Path>) -> Result<Option<String>, String> {
+fn load_backends(dir: Option<&Path>, cpu_variant: Option<&str>) -> Result<Option<String>, String> {
+    if let Some(v) = cpu_variant {
+        return Err(format!(
+            "--cpu-variant {v}: this binary was built without the dynamic-backends feature, so its one CPU \
+             code path is linked in"
+        ));
+    }
     if let Some(d) = dir {
         tracing::info!(
             backends_dir = %d.display(),
@@ -241,5 +268,68 @@ fn holds_backends(dir: &Path) -> bool {
             let name = name.to_string_lossy();
             name.starts_with("libggml-cpu") && name.ends_with(".so")
         })
+    })
+}
+
+/// Loads exactly `libggml-cpu-<variant>.so` from `dir`, then every non-CPU backend there (CUDA, …), as
+/// llama.cpp's own loader would but without its pick of the best CPU variant.
+#[cfg(feature = "dynamic-backends")]
+fn load_pinned(dir: &Path, variant: &str) -> Result<(), String> {
+    let libs: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read the backends folder {}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("libggml-") && n.ends_with(".so") && n != "libggml-base.so")
+        .collect();
+    let wanted = format!("libggml-cpu-{variant}.so");
+    if !libs.contains(&wanted) {
+        let mut available: Vec<&str> = libs
+            .iter()
+            .filter_map(|n| n.strip_prefix("libggml-cpu-")?.strip_suffix(".so"))
+            .collect();
+        available.sort_unstable();
+        return Err(format!(
+            "CPU variant {variant:?} not found in {} (available: {})",
+            dir.display(),
+            available.join(", ")
+        ));
+    }
+    load_library(&dir.join(&wanted)).map_err(|e| {
+        format!("CPU variant {variant:?} cannot run here ({e}): this CPU lacks its instructions")
+    })?;
+    for other in libs.iter().filter(|n| !n.starts_with("libggml-cpu")) {
+        // A GPU backend whose driver is missing fails to load; llama.cpp's loader skips it the same way.
+        if let Err(e) = load_library(&dir.join(other)) {
+            tracing::info!(backend = %other, reason = %e, "backend not loaded");
+        }
+    }
+    Ok(())
+}
+
+/// Registers one backend library with llama.cpp; fails when it cannot load or scores 0 on this machine.
+#[cfg(feature = "dynamic-backends")]
+fn load_library(path: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("{} contains a NUL byte", path.display()))?;
+    // SAFETY: a valid C string; llama.cpp copies the path and owns the library handle from here on.
+    let reg = unsafe { llama_cpp_sys_2::ggml_backend_load(c.as_ptr()) };
+    if reg.is_null() {
+        Err(format!("llama.cpp could not load {}", path.display()))
+    } else {
+        Ok(())
+    }
+}
+
+/// The `<variant>` of the `libggml-cpu-<variant>.so` mapped into this process (dynamic builds), read from
+/// `/proc/self/maps` since llama.cpp reports the file only in a log line.
+fn loaded_cpu_variant() -> Option<String> {
+    if !cfg!(feature = "dynamic-backends") {
+        return None;
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        let file = line.rsplit('/').next()?;
+        Some(file.strip_prefix("libggml-cpu-")?.strip_suffix(".so")?.to_string())
     })
 }

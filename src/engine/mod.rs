@@ -17,7 +17,7 @@ mod worker;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use backend::{DeviceInfo, Devices, devices, set_backends_dir};
+pub use backend::{DeviceInfo, Devices, devices, set_backends_dir, set_cpu_variant};
 pub use model::{LoadedModel, ModelInfo, Scored};
 pub use policy::Policy;
 pub use types::*;
