@@ -79,6 +79,10 @@ cmd_stage() {
   else
     log "llama.cpp is linked into the binary (no dynamic-backends): nothing else to stage"
   fi
+  # llama.cpp's libraries carry full debug info (half their size); the Rust binary keeps its line tables.
+  if command -v strip > /dev/null 2>&1 && compgen -G "$dest/*.so*" > /dev/null; then
+    strip --strip-debug "$dest"/*.so*
+  fi
   log "staged: $(find "$dest" -maxdepth 1 -type f -printf '%f\n' | sort | tr '\n' ' ')"
   # The staged tree must be self-contained: run it with its own folder only.
   LD_LIBRARY_PATH=$dest "$dest/llama-scorer" --version

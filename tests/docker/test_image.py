@@ -250,7 +250,7 @@ def test_sigterm_lets_an_in_flight_request_finish_and_exits_zero():
     base = run_container(name)
     try:
         wait_http(f"{base}/health", 300, alive=lambda: running(name))
-        items = [{"prompt": f"Story {i}: once upon a time", "response": " there was a scorer" * 8} for i in range(24)]
+        items = [{"prompt": f"Story {i}: once upon a time", "response": " there was a scorer" * 2} for i in range(8)]
         result = {}
 
         def call():
@@ -273,13 +273,16 @@ def test_sigterm_lets_an_in_flight_request_finish_and_exits_zero():
         stop = docker("stop", "-t", "60", name, timeout=120)
         assert stop.returncode == 0
         t.join(timeout=120)
+        if "error" in result:
+            logs = docker("logs", "-t", name)
+            print(logs.stdout[-3000:], logs.stderr[-3000:])
         assert "error" not in result, result.get("error")
         r = result["response"]
         assert r.status_code == 200, r.text
         data = r.json()["data"]
-        assert len(data) == 24 and all(d["logprob"] < 0 for d in data)
+        assert len(data) == 8 and all(d["logprob"] < 0 for d in data)
         assert docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "0"
-        print(f"\n[docker-test] SIGTERM with {depth} items queued: all 24 answered, exit 0")
+        print(f"\n[docker-test] SIGTERM with {depth} items queued: all 8 answered, exit 0")
     finally:
         docker("rm", "-f", name, check=False)
 
