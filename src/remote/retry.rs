@@ -172,6 +172,15 @@ impl Caller<'_> {
                 model: self.settings.model.clone(),
                 message,
             }),
+            // 408: the upstream gave up waiting for our request — a transient fault, retried.
+            408 => Attempt::Retry {
+                error: RemoteError::Upstream {
+                    remote,
+                    status: 408,
+                    message,
+                },
+                wait: None,
+            },
             400..=499 => Attempt::Final(RemoteError::InvalidRequest {
                 field: upstream_param(text).unwrap_or_else(|| "request".into()),
                 message: format!("the upstream refused the request (HTTP {status}): {message}"),
@@ -218,6 +227,7 @@ impl Caller<'_> {
         });
         match found {
             Some(m) => self.quote(&m),
+            None if text.trim().is_empty() => "(no body)".into(),
             None => self.quote(text),
         }
     }

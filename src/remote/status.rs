@@ -33,6 +33,20 @@ pub struct RemoteFailure {
     pub message: String,
 }
 
+/// `base_url` without any `user:password@` in it, so a credential put there does not reach `/ready`.
+fn without_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..host_end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Stats {
     inner: Mutex<(Option<u64>, Option<RemoteFailure>)>,
@@ -70,10 +84,22 @@ impl Stats {
         RemoteStatus {
             name: settings.name.clone(),
             provider: settings.provider.as_str(),
-            base_url: base_url.to_string(),
+            base_url: without_userinfo(base_url),
             model: settings.model.clone(),
             last_success: inner.0,
             last_failure: inner.1.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_userinfo;
+
+    #[test]
+    fn credentials_in_the_url_are_not_shown() {
+        assert_eq!(without_userinfo("https://u:p@h:1/v1"), "https://h:1/v1");
+        assert_eq!(without_userinfo("http://h:1/a@b"), "http://h:1/a@b");
+        assert_eq!(without_userinfo("http://h"), "http://h");
     }
 }
