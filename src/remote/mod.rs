@@ -27,7 +27,10 @@ use status::Stats;
 /// local engine takes, so a policy's caller need not care where it runs).
 #[derive(Debug, Clone)]
 pub struct RemoteScoreRequest {
+    /// The items, in the order their scores come back.
     pub items: Vec<ItemInput>,
+    /// `temperature` is the policy's (or the request's); `echo` and `score_end_of_turn` work through
+    /// `llama_scorer` only (the completions providers answer them with `InvalidRequest`).
     pub options: ScoreOptions,
 }
 
@@ -152,6 +155,7 @@ impl RemoteScorer {
 
     /// Health for `/ready`: the last success and the last upstream failure (never the key).
     pub fn status(&self) -> RemoteStatus {
-        self.stats.status(&self.settings, &self.base_url)
+        let in_flight = self.settings.max_concurrency - self.slots.available_permits();
+        self.stats.status(&self.settings, &self.base_url, in_flight)
     }
 }

@@ -22,6 +22,8 @@ pub struct RemoteStatus {
     /// Unix time (s) of the last call the upstream answered properly.
     pub last_success: Option<u64>,
     pub last_failure: Option<RemoteFailure>,
+    /// Upstream calls in flight now (at most `max_concurrency`).
+    pub in_flight: usize,
 }
 
 /// The last call that failed because of the upstream.
@@ -69,6 +71,7 @@ impl Stats {
                 if e.http_status() < 500 {
                     inner.0 = Some(now);
                 } else {
+                    tracing::warn!(remote = %name, code = e.code(), error = %e, "remote scoring failed");
                     inner.1 = Some(RemoteFailure {
                         at: now,
                         code: e.code(),
@@ -79,7 +82,12 @@ impl Stats {
         }
     }
 
-    pub fn status(&self, settings: &RemoteSettings, base_url: &str) -> RemoteStatus {
+    pub fn status(
+        &self,
+        settings: &RemoteSettings,
+        base_url: &str,
+        in_flight: usize,
+    ) -> RemoteStatus {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         RemoteStatus {
             name: settings.name.clone(),
@@ -88,6 +96,7 @@ impl Stats {
             model: settings.model.clone(),
             last_success: inner.0,
             last_failure: inner.1.clone(),
+            in_flight,
         }
     }
 }

@@ -427,6 +427,7 @@ async fn a_rejected_key_is_the_servers_problem_not_the_clients() {
     let failure = st.last_failure.as_ref().expect("the failure is recorded");
     assert_eq!(failure.code, "upstream_auth_failed");
     assert!(st.last_success.is_none());
+    assert_eq!(st.in_flight, 0);
     let shown = format!("{st:?} {} {scorer:?}", serde_json::to_string(&st).unwrap());
     assert!(!shown.contains(KEY), "{shown}");
 }
