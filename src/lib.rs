@@ -5,5 +5,6 @@ pub mod api;
 pub mod bench;
 pub mod config;
 pub mod engine;
+pub mod remote;
 pub mod score_cmd;
 pub mod server;

@@ -12,3 +12,4 @@ mod hardening;
 mod identities;
 mod openapi;
 mod prefix;
+mod remote;
