@@ -20,7 +20,7 @@ FEATURES ?=
 DIST ?= target/dist
 
 .PHONY: all deps deps-test models build serve test test-rust test-python lint bench clean-venv \
-	lint-docker lint-shell docker-steps dist-dynamic gpu-kit ci-docker docker-test docker-test-if-engine
+	lint-docker lint-shell docker-steps dist-dynamic gpu-kit ci-docker docker-test docker-test-if-engine fresh-machine-check
 
 all: build
 
@@ -131,3 +131,8 @@ docker-test: models build $(VENV)/.installed
 docker-test-if-engine: models build $(VENV)/.installed
 	@if docker info > /dev/null 2>&1; then $(MAKE) --no-print-directory docker-test; \
 	else echo "docker-test SKIPPED: no Docker engine answered (docker info failed); the images were not built"; fi
+
+## The README's first command on a fresh Debian machine (a container, a new user with sudo): `make serve` from
+## a bare checkout until the default model scores. ~10 min (cold llama.cpp build); not part of `make test`.
+fresh-machine-check:
+	scripts/fresh-machine-check.sh

