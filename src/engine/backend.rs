@@ -330,6 +330,10 @@ fn loaded_cpu_variant() -> Option<String> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     maps.lines().find_map(|line| {
         let file = line.rsplit('/').next()?;
-        Some(file.strip_prefix("libggml-cpu-")?.strip_suffix(".so")?.to_string())
+        Some(
+            file.strip_prefix("libggml-cpu-")?
+                .strip_suffix(".so")?
+                .to_string(),
+        )
     })
 }

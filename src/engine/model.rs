@@ -399,6 +399,7 @@ mod tests {
         Devices {
             dynamic_backends: false,
             backends_dir: None,
+            cpu_variant: None,
             devices,
         }
     }
