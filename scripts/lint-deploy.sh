@@ -6,9 +6,9 @@
 #   - nginx -t on a test copy (replica names replaced by 127.0.0.1 ports: nginx resolves names at start)
 #   - haproxy -c on the config as shipped (servers found by DNS at run time, init-addr none)
 # nginx and haproxy come from Debian's packages (apt-get install nginx haproxy); each check is skipped,
-# with a message, where the tool is missing. Envoy has no Debian package and no PyPI build: envoy.yaml gets
-# the YAML check only (validate it with `envoy --mode validate -c deploy/envoy/envoy.yaml` where Envoy is
-# installed).
+# with a message, where the tool is missing.
+#   - Envoy (no Debian package, no PyPI build): a strict parse against Envoy's v3 API messages
+#     (scripts/check-envoy.py, envoy-data-plane); `envoy --mode validate` where Envoy is installed
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -33,6 +33,12 @@ for path in sorted(pathlib.Path(sys.argv[1]).rglob("*.y*ml")):
         print(f"lint-deploy: {path}: YAML ok ({len(docs)} document(s))")
 sys.exit(1 if bad else 0)
 PYEOF
+
+# Envoy.
+"$PY" scripts/check-envoy.py deploy/envoy/envoy.yaml
+if command -v envoy >/dev/null; then
+    envoy --mode validate -c deploy/envoy/envoy.yaml
+fi
 
 # The Swarm stack.
 MODELS_DIR=/models "$LINT_DIR/venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec deploy/swarm/stack.yaml
