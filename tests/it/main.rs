@@ -11,4 +11,6 @@ mod errors;
 mod hardening;
 mod identities;
 mod openapi;
+mod origin;
+mod page;
 mod prefix;
