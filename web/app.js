@@ -187,9 +187,10 @@ function status(message, state = "info") {
   s.dataset.state = message ? state : "idle";
 }
 
-/** A token's text made visible: spaces as is, newlines and tabs as symbols. */
-function shown(text) {
-  return text.replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/\r/g, "␍") || "∅";
+/** A token's text made visible: newlines and tabs as symbols (and spaces too where `spaces`). */
+function shown(text, spaces = false) {
+  const s = text.replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/\r/g, "␍");
+  return (spaces ? s.replace(/ /g, "␣") : s) || "∅";
 }
 
 // ---------------------------------------------------------------- state and rendering of results
@@ -263,7 +264,7 @@ function tokenStrip(r, cmp, scale, isBase) {
   strip.dataset.policy = r.policy;
   let k = 0; // index among scored (non-prompt) tokens
   r.tokens.forEach((t, i) => {
-    if (i === r.promptTokens && r.promptTokens > 0) {
+    if (!t.prompt && i > 0 && r.tokens[i - 1].prompt) {
       const b = el("span", "boundary", "");
       b.dataset.boundary = "";
       b.title = "response starts here";
@@ -306,7 +307,7 @@ function showTip(target) {
   const tip = $("#tooltip");
   tip.replaceChildren();
   const bytes = (t.bytes || []).map((b) => b.toString(16).padStart(2, "0")).join(" ");
-  tip.append(el("div", "tip-token", shown(t.text)));
+  tip.append(el("div", "tip-token", shown(t.text, true)));
   const dl = el("dl", "tip-grid");
   const row = (k, v) => dl.append(el("dt", "", k), el("dd", "", v));
   row("policy", policy);
@@ -322,7 +323,7 @@ function showTip(target) {
     table.append(el("tr", "", [el("th", "", "alternative"), el("th", "num", "id"), el("th", "num", "log-prob")]));
     for (const a of t.top) {
       const tr = el("tr", a.id === t.id ? "same" : "",
-        [el("td", "mono", shown(a.text)), el("td", "num", a.id), el("td", "num", fmt(a.sampling, 3))]);
+        [el("td", "mono", shown(a.text, true)), el("td", "num", a.id), el("td", "num", fmt(a.sampling, 3))]);
       table.append(tr);
     }
     tip.append(table);
