@@ -45,12 +45,16 @@ def wait_for(driver, condition, timeout=120):
     return WebDriverWait(driver, timeout).until(lambda d: condition(d))
 
 
-def api_scores(base, model):
-    body = {"model": model, "prompt": PROMPT, "response": RESPONSE, "echo": True, "top_logprobs": 5,
-            "score_end_of_turn": False}
-    r = requests.post(base + "/v1/logprobs", json=body, headers=AUTH, timeout=600)
+def api_item(server, **body):
+    """The API's own answer for what the page sends (echo, five alternatives)."""
+    r = requests.post(server + "/v1/logprobs", json={"echo": True, "top_logprobs": 5, "score_end_of_turn": False,
+                                                     **body}, headers=AUTH, timeout=600)
     assert r.status_code == 200, r.text
     return r.json()["data"][0]
+
+
+def api_scores(server, model):
+    return api_item(server, model=model, prompt=PROMPT, response=RESPONSE)
 
 
 def open_with_key(driver, server):
@@ -68,13 +72,18 @@ def open_with_key(driver, server):
     assert driver.find_element(By.ID, "status").text == ""
 
 
+def choose(driver, policies, base):
+    """Ticks exactly `policies` and selects `base`."""
+    for box in driver.find_elements(By.CSS_SELECTOR, "#policies input[type=checkbox]"):
+        if box.is_selected() != (box.get_attribute("value") in policies):
+            box.click()
+    Select(driver.find_element(By.ID, "base")).select_by_value(base)
+
+
 def test_page_scores_and_shows_the_apis_numbers(browser, server):
     d = browser
     open_with_key(d, server)
-    for box in d.find_elements(By.CSS_SELECTOR, "#policies input[type=checkbox]"):
-        if box.is_selected() != (box.get_attribute("value") in (BASE, OTHER)):
-            box.click()
-    Select(d.find_element(By.ID, "base")).select_by_value(BASE)
+    choose(d, [BASE, OTHER], BASE)
     d.find_element(By.ID, "prompt").send_keys(PROMPT)
     d.find_element(By.ID, "response").send_keys(RESPONSE)
     d.find_element(By.ID, "score").click()
@@ -135,6 +144,52 @@ def test_page_scores_and_shows_the_apis_numbers(browser, server):
     assert all("plain" in t.get_attribute("class") for t in base_card.find_elements(By.CSS_SELECTOR, ".tok"))
 
 
+def scored_cards(driver, previous=None):
+    """Waits for a new set of cards (after `previous` went stale) and returns them by policy; fails with the
+    page's message if it shows an error."""
+    def ready(d):
+        status = d.find_element(By.ID, "status")
+        assert status.get_attribute("data-state") != "error", status.text
+        return (d.find_element(By.ID, "cards").get_attribute("data-scored") == "true"
+                and d.find_elements(By.CSS_SELECTOR, "[data-policy-card]")
+                and (previous is None or d.find_element(By.CSS_SELECTOR, "[data-policy-card]") != previous))
+    wait_for(driver, ready)
+    return {c.get_attribute("data-policy-card"): c for c in driver.find_elements(By.CSS_SELECTOR, "[data-policy-card]")}
+
+
+def test_chat_messages_and_policies_whose_tokens_differ(browser, server):
+    d = browser
+    open_with_key(d, server)
+    messages = [{"role": "user", "content": "Name the capital of France."}]
+    answer = "Paris is the capital of France."
+    choose(d, [BASE, OTHER], BASE)
+    d.find_element(By.CSS_SELECTOR, "input[name=prompt-mode][value=chat]").click()
+    d.find_element(By.CSS_SELECTOR, "#messages .content").send_keys(messages[0]["content"])
+    d.find_element(By.ID, "response").send_keys(answer)
+    d.find_element(By.ID, "score").click()
+    cards = scored_cards(d)
+    for p in (BASE, OTHER):
+        a = api_item(server, model=p, messages=messages, response=answer)
+        assert float(cards[p].get_attribute("data-total-sampling-logprob")) == a["sampling_logprob"]
+        assert [int(t.get_attribute("data-token-id")) for t in cards[p].find_elements(By.CSS_SELECTOR, ".tok")] == \
+            [c["token_id"] for c in a["logprobs"]["content"]]
+
+    # Policies on different tokenizers (SmolLM2, Gemma 3): only the sums compare, and the card says so.
+    d.find_element(By.CSS_SELECTOR, "input[name=prompt-mode][value=text]").click()
+    d.find_element(By.ID, "prompt").send_keys(PROMPT)
+    choose(d, [BASE, "gemma"], BASE)
+    d.find_element(By.ID, "score").click()
+    cards = scored_cards(d, previous=cards[BASE])
+    api = {p: api_item(server, model=p, prompt=PROMPT, response=answer) for p in (BASE, "gemma")}
+    assert float(cards["gemma"].get_attribute("data-log-ratio")) == \
+        api["gemma"]["sampling_logprob"] - api[BASE]["sampling_logprob"]
+    assert not cards["gemma"].find_elements(By.CSS_SELECTOR, ".tok[data-log-ratio]")
+    d.find_element(By.CSS_SELECTOR, "input[name=view][value=ratio]").click()
+    notice = d.find_element(By.CSS_SELECTOR, "[data-policy-card='gemma'] .notice")
+    assert "only the sums are comparable" in notice.text
+    d.find_element(By.CSS_SELECTOR, "input[name=view][value=logprob]").click()
+
+
 def test_page_lists_a_score_file_by_absolute_log_ratio(browser, server, tmp_path):
     d = browser
     open_with_key(d, server)
@@ -163,6 +218,17 @@ def test_page_lists_a_score_file_by_absolute_log_ratio(browser, server, tmp_path
     card = wait_for(d, lambda d: d.find_elements(By.CSS_SELECTOR, f"[data-policy-card='{OTHER}']"), timeout=10)[0]
     assert float(card.get_attribute("data-log-ratio")) == 9.0
     assert [float(t.get_attribute("data-log-ratio")) for t in card.find_elements(By.CSS_SELECTOR, ".tok")] == [4.5, 4.5]
+
+    # With the input file open too, clicking an item re-scores it through the API.
+    inputs = tmp_path / "items.jsonl"
+    inputs.write_text(json.dumps({"id": 7, "prompt": PROMPT, "response": RESPONSE}) + "\n")
+    d.find_element(By.ID, "input-file").send_keys(str(inputs))
+    wait_for(d, lambda d: "1 items" in d.find_element(By.ID, "status").text, timeout=10)
+    d.find_element(By.CSS_SELECTOR, "#file-table tr[data-item-id='7']").click()
+    cards = scored_cards(d, previous=card)
+    assert list(cards) == [BASE, OTHER]
+    for policy, c in cards.items():
+        assert float(c.get_attribute("data-total-sampling-logprob")) == api_scores(server, policy)["sampling_logprob"]
 
 
 def test_foreign_origin_is_refused_but_the_page_itself_works(server):
