@@ -1,5 +1,6 @@
 //! Bearer-key authentication: off unless keys are configured; then every route but `/health` and the
-//! page's files (which hold no data) needs `Authorization: Bearer KEY`. Keys are compared in constant time, and never logged.
+//! page's files (which hold no data) needs `Authorization: Bearer KEY`. Keys are compared in constant
+//! time, and never logged.
 
 use std::sync::Arc;
 
