@@ -75,6 +75,9 @@ pub struct ServerSection {
     pub shutdown_timeout_secs: Option<u64>,
     /// Bearer keys clients must send; none = no authentication. Also read from LLAMA_SCORER_API_KEYS.
     pub api_keys: Option<Vec<String>>,
+    /// Browser origins (`scheme://host[:port]`) that may call the server besides its own page; requests
+    /// from any other `Origin` get 403.
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 /// One policy as written in YAML (the seed experiment's shape).
@@ -124,6 +127,8 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// Accepted bearer keys (empty: authentication off).
     pub api_keys: Vec<String>,
+    /// Browser origins allowed besides the server's own (empty: same-origin only).
+    pub allowed_origins: Vec<String>,
     pub cache: CacheSettings,
     pub policies: Vec<PolicyConfig>,
 }
@@ -263,6 +268,11 @@ impl Config {
                 .or(file.shutdown_timeout_secs)
                 .unwrap_or(30),
             api_keys: o.api_keys.clone().or(file.api_keys).unwrap_or_default(),
+            allowed_origins: o
+                .allowed_origins
+                .clone()
+                .or(file.allowed_origins)
+                .unwrap_or_default(),
             cache: CacheSettings {
                 max_bytes: overrides
                     .cache
@@ -313,6 +323,16 @@ impl Config {
         }
         if self.api_keys.iter().any(|k| k.trim().is_empty()) {
             return Err(err("server.api_keys: keys must not be empty"));
+        }
+        if let Some(o) = self
+            .allowed_origins
+            .iter()
+            .find(|o| crate::api::origin::normalize(o).is_none())
+        {
+            return Err(err(format!(
+                "server.allowed_origins: `{o}` is not an origin; write scheme://host[:port] \
+                 (http or https, no path)"
+            )));
         }
         if !(1..=65536).contains(&self.batch_size) {
             return Err(err("server.batch_size must be between 1 and 65536"));
@@ -478,6 +498,10 @@ mod tests {
             (
                 "server: {queue_size: 2, max_batch_items: 3}\npolicies:\n  p0: {model: m.gguf}\n",
                 "queue_size",
+            ),
+            (
+                "server: {allowed_origins: ['http://ok.example', 'null']}\npolicies:\n  p0: {model: m.gguf}\n",
+                "server.allowed_origins: `null`",
             ),
             (
                 "policies:\n  a: {model: m.gguf, n_gpu_layers: 0}\n  b: {model: m.gguf, n_gpu_layers: 5}\n",

@@ -172,6 +172,10 @@ struct ServeArgs {
         hide_env_values = true
     )]
     api_keys: Vec<String>,
+    /// Browser origin (`scheme://host[:port]`) allowed to call the server besides its own pages
+    /// (repeatable).
+    #[arg(long = "allowed-origin", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -203,6 +207,8 @@ fn load_config(args: &ServeArgs) -> Result<Config, String> {
             max_concurrent_requests: args.max_concurrent_requests,
             shutdown_timeout_secs: args.shutdown_timeout,
             api_keys: (!args.api_keys.is_empty()).then(|| args.api_keys.clone()),
+            allowed_origins: (!args.allowed_origins.is_empty())
+                .then(|| args.allowed_origins.clone()),
         },
         cache: CacheSection {
             max_bytes: args.cache_bytes,

@@ -42,6 +42,7 @@ impl Server {
             request_timeout: Duration::from_secs(cfg.request_timeout_secs),
             max_concurrent_requests: cfg.max_concurrent_requests,
             api_keys: cfg.api_keys.clone(),
+            allowed_origins: cfg.allowed_origins.clone(),
         };
         Ok(Server {
             listener,

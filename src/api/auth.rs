@@ -1,5 +1,6 @@
-//! Bearer-key authentication: off unless keys are configured; then every route but `/health` needs
-//! `Authorization: Bearer KEY`. Keys are compared in constant time, and never logged.
+//! Bearer-key authentication: off unless keys are configured; then every route but `/health` and the
+//! page's files (which hold no data) needs `Authorization: Bearer KEY`. Keys are compared in constant
+//! time, and never logged.
 
 use std::sync::Arc;
 
@@ -26,7 +27,8 @@ impl Keys {
 
 /// Middleware: refuses requests without a valid key with 401 in the API's error shape.
 pub async fn require_key(State(keys): State<Arc<Keys>>, request: Request, next: Next) -> Response {
-    if keys.0.is_empty() || request.uri().path() == "/health" {
+    let path = request.uri().path();
+    if keys.0.is_empty() || path == "/health" || super::page::is_public(path) {
         return next.run(request).await;
     }
     let presented = request

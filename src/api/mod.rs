@@ -9,6 +9,8 @@ pub(crate) mod json;
 pub mod logprobs;
 mod models;
 mod observe;
+pub(crate) mod origin;
+mod page;
 mod prepare;
 mod tokens;
 
@@ -65,6 +67,8 @@ pub struct HttpLimits {
     /// Requests handled at once; more are refused with 503 rather than queued without bound.
     pub max_concurrent_requests: usize,
     pub api_keys: Vec<String>,
+    /// Browser origins besides the server's own that may call it (see `origin`).
+    pub allowed_origins: Vec<String>,
 }
 
 /// Maps failures of the tower layers (load shedding, timeout) to the API's error shape.
@@ -127,6 +131,7 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(guarded)
+        .merge(page::routes())
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(observe::metrics))
@@ -136,6 +141,7 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
             Arc::new(auth::Keys(limits.api_keys)),
             auth::require_key,
         ))
+        .layer(origin::OriginLayer::new(&limits.allowed_origins))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn(server_timing))
         .layer(axum::middleware::from_fn(observe::track))

@@ -72,6 +72,7 @@ pub fn base_config(policies: Vec<PolicyConfig>) -> Config {
         max_concurrent_requests: 1024,
         shutdown_timeout_secs: 30,
         api_keys: Vec::new(),
+        allowed_origins: Vec::new(),
         cache: llama_scorer::engine::cache::CacheSettings {
             max_bytes: 64 << 20,
             ttl: None,

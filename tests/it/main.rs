@@ -11,5 +11,7 @@ mod errors;
 mod hardening;
 mod identities;
 mod openapi;
+mod origin;
+mod page;
 mod prefix;
 mod remote;
