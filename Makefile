@@ -75,13 +75,17 @@ test-python: models build $(VENV)/.installed $(VENV_FW0)/.installed
 
 ## Throughput: HTTP vs the engine alone vs llama-cpp-python on the default model, one run, one table and
 ## chart (see README "Performance"; ~17 minutes on 2 cores).
-bench: models build $(VENV_BENCH)/.installed
+bench: models build $(VENV_BENCH)/.installed-portable
 	$(VENV_BENCH)/bin/python scripts/bench.py --model $(DEFAULT_MODEL) --items 16 --rounds 3 \
 		--llama-cpp-python $(VENV_BENCH)/bin/python --json target/bench.json --chart docs/bench.png
 
-$(VENV_BENCH)/.installed: scripts/requirements-bench.txt
+# llama-cpp-python compiles llama.cpp on install; GGML_NATIVE would tune it to the build machine, and that build
+# segfaulted in its first decode on an AVX-512/AMX Xeon. Built at the AVX2 level instead (as llama-scorer's
+# default build is), without pip's wheel cache (which may hold a native build), it runs on the machines we meet.
+LCP_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+$(VENV_BENCH)/.installed-portable: scripts/requirements-bench.txt
 	$(PYTHON) -m venv $(VENV_BENCH)
-	$(VENV_BENCH)/bin/pip install -q -r scripts/requirements-bench.txt
+	CMAKE_ARGS="$(LCP_CMAKE_ARGS)" $(VENV_BENCH)/bin/pip install -q --no-cache-dir -r scripts/requirements-bench.txt
 	touch $@
 
 clean-venv:

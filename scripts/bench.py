@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import socket
 import statistics
 import subprocess
@@ -255,10 +256,13 @@ def main():
     lcp = None
     if args.llama_cpp_python:
         lcp = run_llama_cpp_python(args, items[: args.lcp_items], workdir)
-        print(f"\nllama-cpp-python ({args.lcp_items} items, c=1): {lcp['lcp_per_s']:,.1f} scored tokens/s vs "
-              f"llama-scorer HTTP c=1 {lcp['ours_per_s']:,.1f} on the same items: "
-              f"{lcp['ours_per_s'] / lcp['lcp_per_s']:.1f}× faster; its values differ from llama-scorer's by "
-              f"{lcp['mean_abs_diff']:.2f} nats on average (max {lcp['max_abs_diff']:.2f}) per item")
+        if "failed" in lcp:
+            print(f"\n| llama-cpp-python ({args.lcp_items} items, c=1) | {lcp['failed']} | — | — | — | — | — |")
+        else:
+            print(f"\nllama-cpp-python ({args.lcp_items} items, c=1): {lcp['lcp_per_s']:,.1f} scored tokens/s vs "
+                  f"llama-scorer HTTP c=1 {lcp['ours_per_s']:,.1f} on the same items: "
+                  f"{lcp['ours_per_s'] / lcp['lcp_per_s']:.1f}× faster; its values differ from llama-scorer's by "
+                  f"{lcp['mean_abs_diff']:.2f} nats on average (max {lcp['max_abs_diff']:.2f}) per item")
     results = {
         "model": Path(args.model).name, "items": args.items, "threads": args.threads, "rounds": args.rounds,
         "scored_tokens": scored, "decoded_tokens": decoded, "rows": table, "cache_hit_server_time": hits,
@@ -279,7 +283,11 @@ def run_llama_cpp_python(args, subset, workdir):
         capture_output=True, text=True,
     )
     if out.returncode != 0:
-        sys.exit(f"llama-cpp-python failed:\n{out.stderr[-3000:]}")
+        # The comparison point may crash (llama-cpp-python built for the wrong CPU dies with SIGSEGV/SIGILL in
+        # its first decode): report how, and let every other row be printed, saved and charted.
+        failure = describe_exit(out.returncode)
+        print(f"llama-cpp-python {failure}; last of its stderr:\n{out.stderr[-2000:]}", file=sys.stderr)
+        return {"items": len(subset), "failed": failure}
     lcp = json.loads(out.stdout.strip().splitlines()[-1])
     ours = Server(args, args.model, ["--cache-bytes", "0", "--prefix-cache-bytes", "0"], workdir)
     try:
@@ -298,6 +306,18 @@ def run_llama_cpp_python(args, subset, workdir):
     }
 
 
+def describe_exit(code):
+    """How a child process ended: "crashed with SIGSEGV (signal 11)" or "exited with status 1"."""
+    if code < 0 or code > 128:  # killed by a signal: -N from subprocess, 128+N through a shell
+        n = -code if code < 0 else code - 128
+        try:
+            name = signal.Signals(n).name
+        except ValueError:
+            name = f"signal {n}"
+        return f"crashed with {name} (signal {n})"
+    return f"exited with status {code}"
+
+
 def draw_chart(results, path):
     """Scored tokens/s per mode as horizontal bars, the engine-alone ceiling as a line."""
     import matplotlib
@@ -306,9 +326,11 @@ def draw_chart(results, path):
     import matplotlib.pyplot as plt
 
     bars = [(r["mode"], r["scored_per_s"]) for r in results["rows"] if not r["mode"].startswith("cache hits")]
-    if results["llama_cpp_python"]:
-        lcp = results["llama_cpp_python"]
+    lcp = results["llama_cpp_python"]
+    if lcp and "failed" not in lcp:
         bars.append((f"llama-cpp-python (seed guide's recipe, {lcp['items']} items)", lcp["lcp_per_s"]))
+    elif lcp:
+        bars.append((f"llama-cpp-python: {lcp['failed']}", 0.0))
     labels, values = zip(*bars)
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(bars) + 1.4))
     colours = ["#888888" if m.startswith("engine alone") else "#c0504d" if m.startswith("llama-cpp") else "#4f81bd"
