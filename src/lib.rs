@@ -8,3 +8,4 @@ pub mod engine;
 pub mod remote;
 pub mod score_cmd;
 pub mod server;
+pub mod shard;
