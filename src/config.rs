@@ -10,12 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::engine::cache::CacheSettings;
+use crate::engine::{CacheSettings, EngineSettings, PolicySettings};
 
 /// Default decode chunk (llama.cpp `n_batch` = `n_ubatch`). Part of the decode schedule, so it changes numbers.
 pub const DEFAULT_BATCH_SIZE: u32 = 512;
-/// Default context size when a policy does not set `n_ctx` (capped by the model's training context).
-pub const DEFAULT_N_CTX: u32 = 4096;
 
 /// A configuration error, always naming where the problem is (policy and field, or the file).
 #[derive(Debug, thiserror::Error)]
@@ -92,20 +90,8 @@ struct PolicyEntry {
     chat_template: Option<String>,
 }
 
-/// A validated policy: a name bound to a model file and the parameters that define the distribution.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PolicyConfig {
-    pub name: String,
-    /// Canonical path of the GGUF file: the key of the model pool.
-    pub model_path: PathBuf,
-    pub temperature: f64,
-    pub seed: Option<u64>,
-    /// Largest sequence (prompt + response tokens) this policy scores; `None` = server default.
-    pub n_ctx: Option<u32>,
-    pub n_gpu_layers: i32,
-    pub system_prompt: Option<String>,
-    pub chat_template: Option<String>,
-}
+/// A validated policy (the engine's own type: config validates, the engine consumes).
+pub type PolicyConfig = PolicySettings;
 
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
@@ -162,6 +148,19 @@ fn default_threads() -> usize {
 }
 
 impl Config {
+    /// The engine's share of the configuration, in the engine's own types.
+    pub fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            threads: self.threads,
+            parallel: self.parallel,
+            queue_size: self.queue_size,
+            chunk: self.batch_size,
+            prompt_cache_bytes: self.prefix_cache_bytes,
+            cache: self.cache,
+            policies: self.policies.clone(),
+        }
+    }
+
     /// Reads and validates a YAML config file; relative model paths resolve against the file's folder.
     pub fn from_file(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut text = String::new();

@@ -153,7 +153,7 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| (i + 1, l))
         .collect();
-    let engine = Engine::start(&cfg)?;
+    let engine = Engine::start(&cfg.engine_settings())?;
     let default_policies: Vec<Arc<Policy>> = match &args.policies {
         None => engine.policies().to_vec(),
         Some(names) => resolve_policies(&engine, names).map_err(|e| anyhow!("--policies: {e}"))?,

@@ -25,9 +25,10 @@ impl Server {
     /// Loads every model (on a blocking thread) and binds `host:port` (port 0 picks a free one).
     pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         let engine_cfg = cfg.clone();
-        let engine = tokio::task::spawn_blocking(move || Engine::start(&engine_cfg))
-            .await
-            .context("engine start-up panicked")??;
+        let engine =
+            tokio::task::spawn_blocking(move || Engine::start(&engine_cfg.engine_settings()))
+                .await
+                .context("engine start-up panicked")??;
         let engine = Arc::new(engine);
         let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))
             .await

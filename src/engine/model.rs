@@ -14,10 +14,11 @@ use super::backend::{Devices, backend, devices};
 use super::cache::{ModelIdentity, ScoreCache, ScoreKey};
 use super::generate::{GenEvent, GenerateJob, GenerateOptions};
 use super::prefix::{PrefixStats, PrefixStore};
+use super::schedule::{ContextSettings, JobOptions};
+use super::settings::default_n_ctx;
 use super::types::{ItemScore, PreparedItem, ScoreError};
 use super::vocab::Vocabulary;
-use super::worker::{self, Job, JobOptions, Work, WorkerSettings, WorkerShared};
-use crate::config::DEFAULT_N_CTX;
+use super::worker::{self, Job, Work, WorkerShared};
 
 /// How a model's queue and inference threads are sized.
 #[derive(Clone)]
@@ -85,7 +86,7 @@ pub struct Scored {
 pub struct LoadedModel {
     pub info: ModelInfo,
     /// Context settings of its inference threads (the benchmark builds an identical context).
-    pub worker_settings: WorkerSettings,
+    pub context_settings: ContextSettings,
     pub llama: Arc<LlamaModel>,
     pub vocab: Arc<Vocabulary>,
     queue: mpsc::Sender<Job>,
@@ -98,11 +99,6 @@ pub struct LoadedModel {
     cache: Option<Arc<ScoreCache>>,
     /// Saved prompt states, shared by this model's inference threads.
     prefixes: Option<Arc<PrefixStore>>,
-}
-
-/// The context size a policy gets when it does not set `n_ctx`.
-pub fn default_n_ctx(n_ctx_train: u32) -> u32 {
-    DEFAULT_N_CTX.min(n_ctx_train.max(8))
 }
 
 impl LoadedModel {
@@ -156,7 +152,7 @@ impl LoadedModel {
 
         let (tx, rx) = mpsc::channel(settings.capacity);
         let rx = Arc::new(Mutex::new(rx));
-        let worker_settings = WorkerSettings {
+        let context_settings = ContextSettings {
             n_ctx,
             chunk: settings.chunk.min(n_ctx),
             threads: settings.threads_per_worker as i32,
@@ -174,7 +170,7 @@ impl LoadedModel {
                 vocab: vocab.clone(),
                 abandoned: abandoned.clone(),
                 prefixes: prefixes.clone(),
-                settings: worker_settings,
+                settings: context_settings,
                 label: name.as_str().into(),
             };
             let (r, ready) = (rx.clone(), ready_tx.clone());
@@ -198,13 +194,13 @@ impl LoadedModel {
             n_ctx_train,
             workers = settings.workers,
             threads_per_worker = settings.threads_per_worker,
-            chunk = worker_settings.chunk,
+            chunk = context_settings.chunk,
             seconds = started.elapsed().as_secs_f64(),
             "model loaded"
         );
         Ok(LoadedModel {
             info,
-            worker_settings,
+            context_settings,
             llama,
             vocab,
             queue: tx,
@@ -212,7 +208,7 @@ impl LoadedModel {
             capacity: settings.capacity,
             abandoned,
             identity: Arc::new(
-                ModelIdentity::of(path, worker_settings.chunk)
+                ModelIdentity::of(path, context_settings.chunk)
                     .map_err(|e| format!("{}: {e}", path.display()))?,
             ),
             cache: settings.cache,
