@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::engine::{CacheSettings, EngineSettings, PolicySettings};
+use crate::request_policy::check_temperature;
 
 /// Default decode chunk (llama.cpp `n_batch` = `n_ubatch`). Part of the decode schedule, so it changes numbers.
 pub const DEFAULT_BATCH_SIZE: u32 = 512;
@@ -128,19 +129,6 @@ pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
 pub struct Overrides {
     pub server: ServerSection,
     pub cache: CacheSection,
-}
-
-/// Smallest and largest temperature a policy or request may use: below 1e-3 the scaled logits leave the
-/// range where `exp` in f32 is meaningful, and no sampler uses such values.
-pub const TEMPERATURE_RANGE: (f64, f64) = (1e-3, 1e3);
-
-/// Checks a temperature, returning a message for the caller to attach to its field name.
-pub fn check_temperature(t: f64) -> Result<(), String> {
-    let (lo, hi) = TEMPERATURE_RANGE;
-    if !t.is_finite() || !(lo..=hi).contains(&t) {
-        return Err(format!("must be a number between {lo} and {hi}, got {t}"));
-    }
-    Ok(())
 }
 
 fn default_threads() -> usize {

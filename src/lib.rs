@@ -5,5 +5,7 @@ pub mod api;
 pub mod bench;
 pub mod config;
 pub mod engine;
+pub mod input;
+pub mod request_policy;
 pub mod score_cmd;
 pub mod server;

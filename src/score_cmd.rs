@@ -15,10 +15,9 @@ use anyhow::{Context, anyhow, bail};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::api::json::{fields_of, from_object, reject_unknown};
-use crate::api::logprobs::WireItem;
 use crate::config::Config;
 use crate::engine::{Engine, ItemInput, Policy, PreparedItem, ScoreError, ScoreOptions, Scored};
+use crate::input::{WireItem, fields_of, from_object, reject_unknown};
 
 /// What `score` was asked to do.
 pub struct ScoreArgs {
@@ -108,7 +107,7 @@ fn parse_line(
         Ok(_) => return Err("not a JSON object".into()),
         Err(e) => return Err(format!("invalid JSON: {e}")),
     };
-    let err = |e: crate::api::ApiError| e.message;
+    let err = |e: crate::input::InputError| e.to_string();
     reject_unknown(&object, &[fields_of::<LineMeta>(), fields_of::<WireItem>()]).map_err(err)?;
     let meta: LineMeta = from_object(&object).map_err(err)?;
     let id = meta.id.unwrap_or_else(|| json!(number));

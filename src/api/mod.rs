@@ -11,6 +11,7 @@ mod models;
 mod observe;
 mod prepare;
 mod tokens;
+mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +31,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+pub use usage::Usage;
 
 use crate::engine::{Engine, Policy};
 
