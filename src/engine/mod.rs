@@ -25,6 +25,7 @@ pub use model::{LoadedModel, ModelInfo, Scored};
 pub use policy::Policy;
 pub use settings::{CacheSettings, DEFAULT_N_CTX, EngineSettings, PolicySettings};
 pub use types::*;
+pub use worker::HOLD_ENV;
 
 /// A start-up failure, naming the policy or model it concerns.
 #[derive(Debug, thiserror::Error)]

@@ -62,6 +62,18 @@ pub struct WorkerShared {
     pub label: Arc<str>,
 }
 
+/// Test hook: when this environment variable names a file, inference threads take no job while that file
+/// exists, so tests can fill a queue and watch it (`/ready`'s `queue_depth`) whatever the machine's speed.
+/// Read once per thread at start-up; unset (production), it costs nothing.
+pub const HOLD_ENV: &str = "LLAMA_SCORER_TEST_HOLD_FILE";
+
+/// Blocks while the hold file exists (see [`HOLD_ENV`]).
+fn wait_while_held(path: &std::path::Path) {
+    while path.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Body of an inference thread: create the context, report readiness, then serve jobs until the queue
 /// closes. A job whose requester has gone away is dropped without being computed.
 pub fn run(
@@ -89,7 +101,11 @@ pub fn run(
         }
     };
     let mut batch: LlamaBatch<'static> = LlamaBatch::new(settings.chunk as usize, 1);
+    let hold = std::env::var_os(HOLD_ENV).map(std::path::PathBuf::from);
     loop {
+        if let Some(path) = &hold {
+            wait_while_held(path);
+        }
         let job = {
             let mut rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
             rx.blocking_recv()

@@ -229,8 +229,52 @@ pub fn free_port() -> u16 {
 
 /// Starts `serve --config` (2 threads, a free port) and waits for /health.
 pub fn start(config: &Path) -> Running {
+    start_with(config, None)
+}
+
+/// A file that, while it exists, holds a server's inference threads (see `engine::HOLD_ENV`): work queues
+/// up and nothing is computed, whatever the machine's speed. Created held; `release` removes it.
+pub struct Hold(pub std::path::PathBuf);
+
+impl Hold {
+    /// A held gate in `dir`.
+    pub fn new(dir: &Path) -> Hold {
+        let path = dir.join("hold");
+        std::fs::File::create(&path).unwrap();
+        Hold(path)
+    }
+
+    /// Lets the inference threads take work again.
+    pub fn release(&self) {
+        std::fs::remove_file(&self.0).unwrap();
+    }
+}
+
+/// Like [`start`], with the inference threads held by `hold` until it is released.
+pub fn start_held(config: &Path, hold: &Hold) -> Running {
+    start_with(config, Some(hold))
+}
+
+/// Polls `/ready` until `done` holds for it (at most 60 s), returning that answer.
+pub fn wait_ready(base: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = ready(base);
+        if done(&state) {
+            return state;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {state}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_with(config: &Path, hold: Option<&Hold>) -> Running {
     let port = free_port();
-    let child = binary()
+    let mut command = binary();
+    if let Some(h) = hold {
+        command.env(llama_scorer::engine::HOLD_ENV, &h.0);
+    }
+    let child = command
         .args([
             "serve",
             "--threads",

@@ -140,39 +140,35 @@ fn metrics_are_exposed_in_prometheus_format() {
 
 #[test]
 fn a_request_past_its_timeout_gets_504_and_its_work_is_dropped() {
-    let mut cfg = base_config(vec![policy("p", smol_path())]);
-    cfg.request_timeout_secs = 1;
-    cfg.cache.max_bytes = 0;
-    let base = spawn_server(cfg);
-    let (s, v) = post_to(
-        &base,
-        "/v1/logprobs",
-        &json!({"model": "p", "items": long_items(30, 80)}),
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "server: {{request_timeout_secs: 1}}\ncache: {{max_bytes: 0}}\npolicies:\n  p: {{model: {}}}\n",
+            smol_path().display()
+        ),
     );
-    assert_eq!(s, 504, "{v}");
+    // Held, the batch cannot finish within the timeout on any machine.
+    let hold = Hold::new(dir.path());
+    let s = start_held(&cfg, &hold);
+    let (status, v) = post_to(
+        &s.base,
+        "/v1/logprobs",
+        &json!({"model": "p", "items": long_items(30, 8)}),
+    );
+    assert_eq!(status, 504, "{v}");
     assert_eq!(v["error"]["code"], "request_timeout");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let state = ready(&base);
-        if state["models"][0]["queue_depth"] == 0 {
-            assert!(
-                state["models"][0]["abandoned_jobs"].as_u64().unwrap() > 20,
-                "{state}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the queue did not drain: {state}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (s, _) = post_to(
-        &base,
+    // The timeout dropped the request before answering: none of its 30 queued items is computed.
+    assert_eq!(ready(&s.base)["models"][0]["queue_depth"], 30);
+    hold.release();
+    let state = wait_ready(&s.base, "drained", |r| r["models"][0]["queue_depth"] == 0);
+    assert_eq!(state["models"][0]["abandoned_jobs"], 30, "{state}");
+    let (status, _) = post_to(
+        &s.base,
         "/v1/logprobs",
         &json!({"model": "p", "prompt": "a", "response": "b"}),
     );
-    assert_eq!(s, 200);
+    assert_eq!(status, 200);
 }
 
 #[test]
@@ -316,7 +312,9 @@ fn shutdown_under_load_finishes_in_flight_work_and_exits_zero() {
             smol_path().display()
         ),
     );
-    let mut s = start(&cfg);
+    // Held, the three requests are provably in flight (queued, not computed) when SIGTERM arrives.
+    let hold = Hold::new(dir.path());
+    let mut s = start_held(&cfg, &hold);
     let base = s.base.clone();
     let in_flight: Vec<_> = (0..3)
         .map(|i| {
@@ -331,7 +329,9 @@ fn shutdown_under_load_finishes_in_flight_work_and_exits_zero() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_ready(&base, "3 requests queued", |r| {
+        r["models"][0]["queue_depth"] == 3
+    });
     let pid = s.child.id().to_string();
     assert!(
         std::process::Command::new("kill")
@@ -347,6 +347,7 @@ fn shutdown_under_load_finishes_in_flight_work_and_exits_zero() {
         late.is_err(),
         "the server still accepted a connection after SIGTERM"
     );
+    hold.release();
     for h in in_flight {
         assert_eq!(
             h.join().unwrap(),
