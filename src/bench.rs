@@ -132,5 +132,6 @@ pub fn run(
                 .push(bench::prompt_processing(&policy.model, &prepared)?);
         }
     }
+    engine.shutdown();
     Ok(report)
 }

@@ -196,6 +196,7 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
         bar.set_message(format!("{} errors", summary.errors));
     }
     bar.finish();
+    engine.shutdown();
     if summary.written == 0 && summary.skipped == 0 && !raw.is_empty() {
         bail!("nothing was scored");
     }

@@ -121,6 +121,14 @@ impl Engine {
         }
     }
 
+    /// Stops every model's inference threads and waits for them (see [`LoadedModel::shutdown`]).
+    pub fn shutdown(&self) {
+        for model in &self.models {
+            model.shutdown();
+        }
+        tracing::info!("inference threads stopped");
+    }
+
     /// All loaded models (one per distinct GGUF file).
     pub fn models(&self) -> &[Arc<LoadedModel>] {
         &self.models

@@ -2,7 +2,7 @@
 //! inference threads.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -99,6 +99,10 @@ pub struct LoadedModel {
     cache: Option<Arc<ScoreCache>>,
     /// Saved prompt states, shared by this model's inference threads.
     prefixes: Option<Arc<PrefixStore>>,
+    /// The inference threads, joined at shutdown.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Tells the inference threads to skip what is left (see [`LoadedModel::shutdown`]).
+    cancel: Arc<AtomicBool>,
 }
 
 impl LoadedModel {
@@ -164,8 +168,11 @@ impl LoadedModel {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(settings.workers);
         for i in 0..settings.workers {
             let shared = WorkerShared {
+                cancel: cancel.clone(),
                 model: llama.clone(),
                 vocab: vocab.clone(),
                 abandoned: abandoned.clone(),
@@ -174,10 +181,11 @@ impl LoadedModel {
                 label: name.as_str().into(),
             };
             let (r, ready) = (rx.clone(), ready_tx.clone());
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(format!("infer-{i}-{name}"))
                 .spawn(move || worker::run(shared, r, ready))
                 .map_err(|e| format!("cannot start an inference thread: {e}"))?;
+            threads.push(thread);
         }
         for _ in 0..settings.workers {
             ready_rx
@@ -213,7 +221,32 @@ impl LoadedModel {
             ),
             cache: settings.cache,
             prefixes,
+            threads: Mutex::new(threads),
+            cancel,
         })
+    }
+
+    /// Stops the inference threads and waits for them: work still queued is skipped (its requesters get
+    /// 503), a scoring job being computed stops at its next decode, and each thread frees its llama.cpp
+    /// context before this returns, so the process never exits while a thread is inside llama.cpp.
+    /// Blocking; call it once the front end has stopped sending work. Later calls do nothing.
+    pub fn shutdown(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for _ in &threads {
+            let stop = Job {
+                work: Work::Stop,
+                permit: None,
+                enqueued: Instant::now(),
+            };
+            // Fails only when every thread has already ended (nothing left to stop).
+            let _ = self.queue.blocking_send(stop);
+        }
+        for thread in threads {
+            if thread.join().is_err() {
+                tracing::error!(model = %self.display_name(), "an inference thread panicked");
+            }
+        }
     }
 
     /// A short name for logs and errors.
@@ -349,7 +382,7 @@ impl LoadedModel {
     }
 
     /// Hands admitted work to the inference threads (the permit travels with it and frees its queue slot
-    /// when the job is done or dropped).
+    /// when a thread takes the job, or when the job is dropped unqueued).
     async fn enqueue(
         &self,
         work: Work,
@@ -357,7 +390,7 @@ impl LoadedModel {
     ) -> Result<(), ScoreError> {
         let job = Job {
             work,
-            permit,
+            permit: Some(permit),
             enqueued: std::time::Instant::now(),
         };
         self.queue

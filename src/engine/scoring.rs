@@ -5,7 +5,6 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::session::LlamaStateSeqFlags;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use rayon::prelude::*;
-use tokio::sync::oneshot;
 
 use super::logsoftmax::{self, Temperature};
 use super::prefix::{MIN_PREFIX_TOKENS, PrefixState, PrefixStore};
@@ -14,7 +13,7 @@ use super::types::{ItemScore, PreparedItem, ScoreError, TokenScore, TopEntry};
 use super::vocab::TokenId;
 
 /// Scores one prepared item: its prompt restored from `prefixes` when saved there (and saved after
-/// decoding when not), otherwise the plain schedule; `reply` closing stops it between decodes.
+/// decoding when not), otherwise the plain schedule; `stopped` turning true stops it between decodes.
 pub fn score_sequence(
     ctx: &mut LlamaContext<'_>,
     batch: &mut LlamaBatch<'_>,
@@ -22,7 +21,7 @@ pub fn score_sequence(
     item: &PreparedItem,
     options: JobOptions,
     prefixes: Option<&PrefixStore>,
-    reply: &oneshot::Sender<Result<ItemScore, ScoreError>>,
+    stopped: impl Fn() -> bool,
 ) -> Result<ItemScore, ScoreError> {
     let tokens = &item.tokens;
     let n = tokens.len();
@@ -66,7 +65,7 @@ pub fn score_sequence(
         scores.extend(chunk_scores?);
         Ok(())
     };
-    let mut stop = || reply.is_closed();
+    let mut stop = || stopped();
     match (saved, store) {
         (Some(_), _) => {
             let rest = p..wanted.end;

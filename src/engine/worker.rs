@@ -1,7 +1,7 @@
 //! Inference threads: each owns one llama.cpp context and runs one job at a time (a scoring or a
 //! generation), each on the fixed decode schedule of [`super::schedule`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -18,8 +18,9 @@ use super::vocab::Vocabulary;
 /// One unit of work waiting for an inference thread.
 pub struct Job {
     pub work: Work,
-    /// The job's place in the bounded queue, given back as soon as a thread takes it.
-    pub permit: OwnedSemaphorePermit,
+    /// The job's place in the bounded queue, given back as soon as a thread takes it (so the queue depth
+    /// counts waiting work, not work being computed); `None` for [`Work::Stop`], which takes no place.
+    pub permit: Option<OwnedSemaphorePermit>,
     /// When it was queued (for the queue-wait metric).
     pub enqueued: std::time::Instant,
 }
@@ -34,6 +35,8 @@ pub enum Work {
     },
     /// Generate a continuation, streaming events.
     Generate(GenerateJob),
+    /// End the thread that takes it (one per thread at shutdown, queued behind all other work).
+    Stop,
 }
 
 impl Work {
@@ -42,6 +45,7 @@ impl Work {
         match self {
             Work::Score { reply, .. } => reply.is_closed(),
             Work::Generate(job) => job.events.is_closed(),
+            Work::Stop => false,
         }
     }
 }
@@ -58,6 +62,8 @@ pub struct WorkerShared {
     pub abandoned: Arc<AtomicU64>,
     pub prefixes: Option<Arc<PrefixStore>>,
     pub settings: ContextSettings,
+    /// Set at shutdown: queued work is skipped and the job being computed stops at its next decode.
+    pub cancel: Arc<AtomicBool>,
     /// The model's name in metrics.
     pub label: Arc<str>,
 }
@@ -88,6 +94,7 @@ pub fn run(
         prefixes,
         settings,
         label,
+        cancel,
     } = shared;
     let created = create_context(&model, settings);
     let mut ctx = match created {
@@ -122,7 +129,10 @@ pub fn run(
         let model_label = label.to_string();
         metrics::histogram!("llama_scorer_queue_wait_seconds", "model" => model_label.clone())
             .record(enqueued.elapsed().as_secs_f64());
-        if work.abandoned() {
+        if matches!(work, Work::Stop) {
+            break;
+        }
+        if work.abandoned() || cancel.load(Ordering::Relaxed) {
             abandoned.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("llama_scorer_jobs_abandoned_total", "model" => model_label)
                 .increment(1);
@@ -143,7 +153,7 @@ pub fn run(
                     &item,
                     options,
                     prefixes.as_deref(),
-                    &reply,
+                    || reply.is_closed() || cancel.load(Ordering::Relaxed),
                 );
                 if let Ok(score) = &result {
                     metrics::counter!("llama_scorer_tokens_scored_total", "model" => model_label.clone())
@@ -167,6 +177,7 @@ pub fn run(
                 metrics::histogram!("llama_scorer_compute_seconds", "model" => model_label, "kind" => "generate")
                     .record(started.elapsed().as_secs_f64());
             }
+            Work::Stop => unreachable!("handled before the abandoned check"),
         }
     }
 }
