@@ -62,7 +62,7 @@ pub struct ServerSection {
     pub batch_size: Option<u32>,
     /// Inference threads (llama.cpp contexts) per model; CPU threads are divided between all of them.
     pub parallel: Option<usize>,
-    /// Byte budget per model for saved prompt states (prefix reuse); 0 turns reuse off.
+    /// Byte budget per model for saved whole-prompt states (whole-prompt reuse); 0 turns it off.
     pub prefix_cache_bytes: Option<u64>,
     /// Largest request body in bytes.
     pub max_body_bytes: Option<usize>,

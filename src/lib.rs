@@ -1,5 +1,5 @@
 //! llama-scorer: exact, reproducible teacher-forcing log-probabilities over llama.cpp, served over HTTP
-//! in the native `/v1/logprobs` shape and (later) the Fireworks/OpenAI wire format.
+//! in the native `/v1/logprobs` shape and the Fireworks/OpenAI completions and chat wire format.
 
 pub mod api;
 pub mod bench;

@@ -137,7 +137,7 @@ struct ServeArgs {
     /// Inference threads (contexts) per model; CPU threads are divided between them [default: 1].
     #[arg(long, short = 'p')]
     parallel: Option<usize>,
-    /// Byte budget per model for saved prompt states (prefix reuse); 0 turns it off [default: 256 MiB].
+    /// Byte budget per model for saved whole-prompt states (whole-prompt reuse); 0 turns it off [default: 256 MiB].
     #[arg(long)]
     prefix_cache_bytes: Option<u64>,
     /// Byte budget of the response cache; 0 turns it off [default: 256 MiB].
@@ -279,6 +279,9 @@ fn main() -> ExitCode {
                     threads: args.threads,
                     batch_size: args.batch_size,
                     queue_size: Some(1 << 20),
+                    // The baseline decodes every prompt, so the scoring path must too: no whole-prompt
+                    // reuse across repeats (it flattered the comparison before).
+                    prefix_cache_bytes: Some(0),
                     ..ServerSection::default()
                 },
                 // The benchmark times computation: never answer from the cache.

@@ -52,6 +52,8 @@ impl Engine {
                 files.push(&p.model_path);
             }
         }
+        // Every context gets at least one thread, so with more contexts than `threads` the decodes
+        // oversubscribe the CPU; the log-softmax runs on rayon's pool besides (one thread per core).
         let threads_per_worker = (cfg.threads / (files.len() * cfg.parallel)).max(1);
         let cache = cache::ScoreCache::new(cfg.cache).map(Arc::new);
         let mut models = Vec::new();

@@ -37,7 +37,7 @@ pub fn score_sequence(
         }
     };
     let mut scores: Vec<TokenScore> = Vec::with_capacity(wanted.len());
-    // Prefix reuse applies when only the prompt's last row is needed (no echo).
+    // Whole-prompt reuse applies when only the prompt's last row is needed (no echo).
     let store = prefixes.filter(|_| !options.echo && !wanted.is_empty() && p >= MIN_PREFIX_TOKENS);
     let prompt = &tokens[..p];
     let saved = store.and_then(|s| s.get(prompt));
