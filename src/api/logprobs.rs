@@ -7,10 +7,13 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderName;
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::json::parse;
+use super::observe::server_timing;
 use super::tokens::{TokenView, token_view};
 use super::{AppState, Usage, new_id, unix_time};
 use crate::api::prepare::prepare_where_cheapest;
@@ -103,7 +106,7 @@ pub struct LogprobsResponse {
 pub async fn logprobs(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<LogprobsResponse>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let body_bytes = body.as_ref().map_or(0, |b| b.len());
     let req: LogprobsRequest = parse(body)?;
     let policy = state.policy(&req.model)?.clone();
@@ -158,6 +161,7 @@ pub async fn logprobs(
     };
 
     let p = policy.clone();
+    let tokenize_started = std::time::Instant::now();
     let prepared: Vec<Arc<PreparedItem>> = prepare_where_cheapest(body_bytes, move || {
         inputs
             .iter()
@@ -170,7 +174,9 @@ pub async fn logprobs(
     })
     .await?;
 
+    let tokenize = tokenize_started.elapsed();
     let scores = policy.score(prepared.clone(), &options).await?;
+    let timing = server_timing(tokenize, &scores);
 
     let vocab = &policy.model.vocab;
     let usage = Usage::new(
@@ -185,14 +191,18 @@ pub async fn logprobs(
             item_result(index, item, &score.score, score.cached, &options, vocab)
         })
         .collect();
-    Ok(Json(LogprobsResponse {
-        id: new_id("lp"),
-        object: "list",
-        created: unix_time(),
-        model: req.model,
-        data,
-        usage,
-    }))
+    let headers = [(HeaderName::from_static("server-timing"), timing)];
+    Ok((
+        headers,
+        Json(LogprobsResponse {
+            id: new_id("lp"),
+            object: "list",
+            created: unix_time(),
+            model: req.model,
+            data,
+            usage,
+        }),
+    ))
 }
 
 /// Assembles one item's answer: sums, counts, and the token list (echoed prompt first, with byte offsets

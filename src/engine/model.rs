@@ -16,7 +16,7 @@ use super::generate::{GenEvent, GenerateJob, GenerateOptions};
 use super::prefix::{PrefixStats, PrefixStore};
 use super::schedule::{ContextSettings, JobOptions};
 use super::settings::default_n_ctx;
-use super::types::{ItemScore, PreparedItem, ScoreError};
+use super::types::{ItemScore, PreparedItem, ScoreError, StageTimes};
 use super::vocab::Vocabulary;
 use super::worker::{self, Job, Work, WorkerShared};
 
@@ -33,7 +33,7 @@ pub struct QueueSettings {
     pub chunk: u32,
     /// The engine's response cache, shared by all models.
     pub cache: Option<Arc<ScoreCache>>,
-    /// Byte budget for saved prompt states (0: no prefix reuse).
+    /// Byte budget for saved whole-prompt states (0: no reuse).
     pub prefix_bytes: u64,
 }
 
@@ -80,6 +80,8 @@ fn placement(devices: &Devices, n_layer: u32, n_gpu_layers: i32) -> (String, u32
 pub struct Scored {
     pub score: Arc<ItemScore>,
     pub cached: bool,
+    /// This request's queue wait and compute time for it (zero when it was found computed).
+    pub times: StageTimes,
 }
 
 /// A model loaded once and shared by every policy that names its file.
@@ -274,8 +276,8 @@ impl LoadedModel {
     }
 
     /// Scores every item, in order: cache hits at once, the rest queued (all or none: a batch whose
-    /// misses do not fit is refused with `QueueFull`) and computed once even if identical requests are in
-    /// flight. Dropping the returned future abandons the items still queued.
+    /// misses do not fit is refused with `QueueFull`); with the response cache on, identical items in flight
+    /// at once are computed once (without it, each is computed). Dropping the returned future abandons the items still queued.
     pub async fn score(
         &self,
         items: Vec<Arc<PreparedItem>>,
@@ -298,6 +300,7 @@ impl LoadedModel {
             results.push(hit.map(|score| Scored {
                 score,
                 cached: true,
+                times: StageTimes::default(),
             }));
         }
         let misses: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_none()).collect();
@@ -313,16 +316,22 @@ impl LoadedModel {
                 let compute = self.run_scoring_job(items[i].clone(), options, permit);
                 let key = keys[i].clone();
                 async move {
-                    match (&self.cache, key) {
-                        (Some(cache), Some(key)) => cache
-                            .get_or_compute(key, compute)
-                            .await
-                            .map(|(score, cached)| Scored { score, cached }),
-                        _ => compute.await.map(|s| Scored {
-                            score: Arc::new(s),
-                            cached: false,
-                        }),
-                    }
+                    let times = Mutex::new(StageTimes::default());
+                    let compute = async {
+                        let (score, t) = compute.await?;
+                        *times.lock().unwrap_or_else(|e| e.into_inner()) = t;
+                        Ok(score)
+                    };
+                    let (score, cached) = match (&self.cache, key) {
+                        (Some(cache), Some(key)) => cache.get_or_compute(key, compute).await?,
+                        _ => (Arc::new(compute.await?), false),
+                    };
+                    let times = times.into_inner().unwrap_or_else(|e| e.into_inner());
+                    Ok::<_, ScoreError>(Scored {
+                        score,
+                        cached,
+                        times,
+                    })
                 }
             });
             let computed = futures_util::future::try_join_all(runs).await?;
@@ -342,7 +351,7 @@ impl LoadedModel {
         item: Arc<PreparedItem>,
         options: JobOptions,
         permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<ItemScore, ScoreError> {
+    ) -> Result<(ItemScore, StageTimes), ScoreError> {
         let (reply, rx) = oneshot::channel();
         let work = Work::Score {
             item,

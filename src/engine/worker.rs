@@ -12,7 +12,7 @@ use super::generate::{self, GenEvent, GenerateJob};
 use super::prefix::PrefixStore;
 use super::schedule::{ContextSettings, JobOptions, Session, create_context};
 use super::scoring::score_sequence;
-use super::types::{ItemScore, PreparedItem, ScoreError};
+use super::types::{ItemScore, PreparedItem, ScoreError, StageTimes};
 use super::vocab::Vocabulary;
 
 /// One unit of work waiting for an inference thread.
@@ -31,7 +31,7 @@ pub enum Work {
     Score {
         item: Arc<PreparedItem>,
         options: JobOptions,
-        reply: oneshot::Sender<Result<ItemScore, ScoreError>>,
+        reply: oneshot::Sender<Result<(ItemScore, StageTimes), ScoreError>>,
     },
     /// Generate a continuation, streaming events.
     Generate(GenerateJob),
@@ -127,8 +127,9 @@ pub fn run(
         };
         drop(permit);
         let model_label = label.to_string();
+        let waited = enqueued.elapsed();
         metrics::histogram!("llama_scorer_queue_wait_seconds", "model" => model_label.clone())
-            .record(enqueued.elapsed().as_secs_f64());
+            .record(waited.as_secs_f64());
         if matches!(work, Work::Stop) {
             break;
         }
@@ -159,9 +160,14 @@ pub fn run(
                     metrics::counter!("llama_scorer_tokens_scored_total", "model" => model_label.clone())
                         .increment(score.scored().count() as u64);
                 }
+                let computed = started.elapsed();
                 metrics::histogram!("llama_scorer_compute_seconds", "model" => model_label, "kind" => "score")
-                    .record(started.elapsed().as_secs_f64());
-                let _ = reply.send(result);
+                    .record(computed.as_secs_f64());
+                let times = StageTimes {
+                    queue: waited,
+                    compute: computed,
+                };
+                let _ = reply.send(result.map(|score| (score, times)));
             }
             Work::Generate(job) => {
                 let mut session = Session {

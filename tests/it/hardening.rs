@@ -366,3 +366,30 @@ fn shutdown_under_load_finishes_in_flight_work_and_exits_zero() {
         "exit status after SIGTERM: {status}"
     );
 }
+
+#[test]
+fn scoring_answers_carry_server_timing_per_stage() {
+    let r = client()
+        .post(format!("{}/v1/logprobs", server()))
+        .json(&json!({"model": SMOL, "prompt": "A prompt only the timing test sends", "response": " ok"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let timing = r.headers()["server-timing"].to_str().unwrap().to_string();
+    let stage = |name: &str| -> f64 {
+        let at = timing
+            .split(", ")
+            .find_map(|s| s.strip_prefix(&format!("{name};dur=")))
+            .unwrap_or_else(|| panic!("no {name} in {timing}"));
+        at.parse().unwrap()
+    };
+    assert!(timing.starts_with("app;dur="), "{timing}");
+    assert!(
+        stage("tokenize") >= 0.0 && stage("queue") >= 0.0,
+        "{timing}"
+    );
+    assert!(
+        stage("compute") > 0.0,
+        "a computed item took no time: {timing}"
+    );
+}
