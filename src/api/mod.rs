@@ -10,7 +10,7 @@ pub mod logprobs;
 mod models;
 mod observe;
 mod prepare;
-mod tokens;
+pub(crate) mod tokens;
 mod usage;
 
 use std::sync::Arc;
