@@ -163,12 +163,18 @@ fn a_request_past_its_timeout_gets_504_and_its_work_is_dropped() {
     hold.release();
     let state = wait_ready(&s.base, "drained", |r| r["models"][0]["queue_depth"] == 0);
     assert_eq!(state["models"][0]["abandoned_jobs"], 30, "{state}");
-    let (status, _) = post_to(
-        &s.base,
-        "/v1/logprobs",
-        &json!({"model": "p", "prompt": "a", "response": "b"}),
-    );
-    assert_eq!(status, 200);
+    // The server then serves normally. A tiny item can still pass a 1 s limit on a machine busy with the
+    // rest of the suite, so a 504 is retried; anything else fails.
+    let served = (0..10).any(|_| {
+        let (status, v) = post_to(
+            &s.base,
+            "/v1/logprobs",
+            &json!({"model": "p", "prompt": "a", "response": "b"}),
+        );
+        assert!(status == 200 || status == 504, "{status} {v}");
+        status == 200
+    });
+    assert!(served, "no request succeeded after the drain");
 }
 
 #[test]
