@@ -66,21 +66,11 @@ pub fn score_sequence(
         Ok(())
     };
     let mut stop = || stopped();
-    match (saved, store) {
-        (Some(_), _) => {
-            let rest = p..wanted.end;
-            decode_segment(
-                ctx,
-                batch,
-                chunk,
-                tokens,
-                p..n,
-                &rest,
-                &mut stop,
-                &mut on_rows,
-            )?;
-        }
-        (None, Some(store)) => {
+    if saved.is_none() && store.is_none() {
+        decode_sequence(ctx, batch, chunk, item, wanted, stop, on_rows)?;
+    } else {
+        if let (None, Some(store)) = (&saved, store) {
+            // Decode the prompt alone (the schedule's first part) and save it for the next response.
             ctx.clear_kv_cache();
             decode_segment(
                 ctx,
@@ -100,18 +90,19 @@ pub fn score_sequence(
                 last_row: ctx.get_logits_ith(last).to_vec(),
             };
             store.insert(prompt, state);
-            decode_segment(
-                ctx,
-                batch,
-                chunk,
-                tokens,
-                p..n,
-                &wanted,
-                &mut stop,
-                &mut on_rows,
-            )?;
         }
-        (None, None) => decode_sequence(ctx, batch, chunk, item, wanted, stop, on_rows)?,
+        // The response after the restored or just-saved prompt (the prompt's last row, position p - 1,
+        // is outside this segment, so `wanted` asks only for response rows here).
+        decode_segment(
+            ctx,
+            batch,
+            chunk,
+            tokens,
+            p..n,
+            &wanted,
+            &mut stop,
+            &mut on_rows,
+        )?;
     }
     // Split the positional scores back into prompt, response and end of turn.
     let prompt_count = if options.echo { p - 1 } else { 0 };
