@@ -174,6 +174,18 @@ impl Config {
         Self::assemble(file.server, file.cache, overrides, policies)
     }
 
+    /// Every server setting at its default, serving `policies` (the base that files and flags override; the
+    /// one place the defaults are written).
+    pub fn with_defaults(policies: Vec<PolicyConfig>) -> Config {
+        Self::assemble(
+            ServerSection::default(),
+            CacheSection::default(),
+            &Overrides::default(),
+            policies,
+        )
+        .expect("the defaults are valid")
+    }
+
     /// A single-policy configuration for `serve --model FILE`, the policy named `alias`.
     pub fn single_model(
         model: &Path,

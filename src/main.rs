@@ -337,3 +337,49 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use llama_scorer::config::Config;
+
+    /// The `[default: N]` a flag's help states, from `serve --help`.
+    fn stated_default(help: &str, flag: &str) -> String {
+        let after = &help[help
+            .find(&format!("{flag} <"))
+            .unwrap_or_else(|| panic!("no {flag}"))..];
+        let at = after.find("[default: ").expect("a stated default") + "[default: ".len();
+        after[at..].split(']').next().unwrap().to_string()
+    }
+
+    #[test]
+    fn help_states_the_configs_defaults() {
+        let help = super::Cli::command()
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let cfg = Config::with_defaults(Vec::new());
+        let mib = |b: u64| format!("{} MiB", b >> 20);
+        let cases = [
+            ("--host", cfg.host.clone()),
+            ("--port", cfg.port.to_string()),
+            ("--queue-size", cfg.queue_size.to_string()),
+            ("--max-batch-items", cfg.max_batch_items.to_string()),
+            ("--batch-size", cfg.batch_size.to_string()),
+            ("--parallel", cfg.parallel.to_string()),
+            ("--prefix-cache-bytes", mib(cfg.prefix_cache_bytes)),
+            ("--cache-bytes", mib(cfg.cache.max_bytes)),
+            ("--max-body-bytes", mib(cfg.max_body_bytes as u64)),
+            ("--request-timeout", cfg.request_timeout_secs.to_string()),
+            (
+                "--max-concurrent-requests",
+                cfg.max_concurrent_requests.to_string(),
+            ),
+            ("--shutdown-timeout", cfg.shutdown_timeout_secs.to_string()),
+        ];
+        for (flag, value) in cases {
+            assert_eq!(stated_default(&help, flag), value, "{flag}");
+        }
+    }
+}

@@ -58,26 +58,12 @@ pub fn policy(name: &str, path: PathBuf) -> PolicyConfig {
 }
 
 pub fn base_config(policies: Vec<PolicyConfig>) -> Config {
-    Config {
-        host: "127.0.0.1".into(),
-        port: 0,
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        queue_size: 1024,
-        max_batch_items: 256,
-        batch_size: 512,
-        parallel: 1,
-        prefix_cache_bytes: 64 << 20,
-        max_body_bytes: llama_scorer::config::DEFAULT_MAX_BODY_BYTES,
-        request_timeout_secs: 600,
-        max_concurrent_requests: 1024,
-        shutdown_timeout_secs: 30,
-        api_keys: Vec::new(),
-        cache: llama_scorer::engine::cache::CacheSettings {
-            max_bytes: 64 << 20,
-            ttl: None,
-        },
-        policies,
-    }
+    // The server's own defaults, with a free port and smaller caches.
+    let mut cfg = Config::with_defaults(policies);
+    cfg.port = 0;
+    cfg.prefix_cache_bytes = 64 << 20;
+    cfg.cache.max_bytes = 64 << 20;
+    cfg
 }
 
 /// Starts a server for `cfg` on a thread of its own and returns its base URL; it lives until the
