@@ -81,7 +81,7 @@ pub fn run(
         bail!("{} holds no items", items_path.display());
     }
     let threads = cfg.threads;
-    let engine = Engine::start(&cfg)?;
+    let engine = Engine::start(&cfg.engine_settings())?;
     let policy = engine.policies()[0].clone();
     let options = ScoreOptions {
         top_logprobs,
@@ -132,5 +132,6 @@ pub fn run(
                 .push(bench::prompt_processing(&policy.model, &prepared)?);
         }
     }
+    engine.shutdown();
     Ok(report)
 }

@@ -10,12 +10,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::engine::cache::CacheSettings;
+use crate::engine::{CacheSettings, EngineSettings, PolicySettings};
+use crate::request_policy::check_temperature;
 
 /// Default decode chunk (llama.cpp `n_batch` = `n_ubatch`). Part of the decode schedule, so it changes numbers.
 pub const DEFAULT_BATCH_SIZE: u32 = 512;
-/// Default context size when a policy does not set `n_ctx` (capped by the model's training context).
-pub const DEFAULT_N_CTX: u32 = 4096;
 
 /// A configuration error, always naming where the problem is (policy and field, or the file).
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +62,7 @@ pub struct ServerSection {
     pub batch_size: Option<u32>,
     /// Inference threads (llama.cpp contexts) per model; CPU threads are divided between all of them.
     pub parallel: Option<usize>,
-    /// Byte budget per model for saved prompt states (prefix reuse); 0 turns reuse off.
+    /// Byte budget per model for saved whole-prompt states (whole-prompt reuse); 0 turns it off.
     pub prefix_cache_bytes: Option<u64>,
     /// Largest request body in bytes.
     pub max_body_bytes: Option<usize>,
@@ -95,20 +94,8 @@ struct PolicyEntry {
     chat_template: Option<String>,
 }
 
-/// A validated policy: a name bound to a model file and the parameters that define the distribution.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PolicyConfig {
-    pub name: String,
-    /// Canonical path of the GGUF file: the key of the model pool.
-    pub model_path: PathBuf,
-    pub temperature: f64,
-    pub seed: Option<u64>,
-    /// Largest sequence (prompt + response tokens) this policy scores; `None` = server default.
-    pub n_ctx: Option<u32>,
-    pub n_gpu_layers: i32,
-    pub system_prompt: Option<String>,
-    pub chat_template: Option<String>,
-}
+/// A validated policy (the engine's own type: config validates, the engine consumes).
+pub type PolicyConfig = PolicySettings;
 
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
@@ -149,24 +136,24 @@ pub struct Overrides {
     pub cache: CacheSection,
 }
 
-/// Smallest and largest temperature a policy or request may use: below 1e-3 the scaled logits leave the
-/// range where `exp` in f32 is meaningful, and no sampler uses such values.
-pub const TEMPERATURE_RANGE: (f64, f64) = (1e-3, 1e3);
-
-/// Checks a temperature, returning a message for the caller to attach to its field name.
-pub fn check_temperature(t: f64) -> Result<(), String> {
-    let (lo, hi) = TEMPERATURE_RANGE;
-    if !t.is_finite() || !(lo..=hi).contains(&t) {
-        return Err(format!("must be a number between {lo} and {hi}, got {t}"));
-    }
-    Ok(())
-}
-
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(4, |n| n.get())
 }
 
 impl Config {
+    /// The engine's share of the configuration, in the engine's own types.
+    pub fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            threads: self.threads,
+            parallel: self.parallel,
+            queue_size: self.queue_size,
+            chunk: self.batch_size,
+            prompt_cache_bytes: self.prefix_cache_bytes,
+            cache: self.cache,
+            policies: self.policies.clone(),
+        }
+    }
+
     /// Reads and validates a YAML config file; relative model paths resolve against the file's folder.
     pub fn from_file(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut text = String::new();
@@ -190,6 +177,18 @@ impl Config {
             policies.push(validate_policy(&name, entry, &base)?);
         }
         Self::assemble(file.server, file.cache, overrides, policies)
+    }
+
+    /// Every server setting at its default, serving `policies` (the base that files and flags override; the
+    /// one place the defaults are written).
+    pub fn with_defaults(policies: Vec<PolicyConfig>) -> Config {
+        Self::assemble(
+            ServerSection::default(),
+            CacheSection::default(),
+            &Overrides::default(),
+            policies,
+        )
+        .expect("the defaults are valid")
     }
 
     /// A single-policy configuration for `serve --model FILE`, the policy named `alias`.

@@ -1,11 +1,13 @@
 //! llama-scorer: exact, reproducible teacher-forcing log-probabilities over llama.cpp, served over HTTP
-//! in the native `/v1/logprobs` shape and (later) the Fireworks/OpenAI wire format.
+//! in the native `/v1/logprobs` shape and the Fireworks/OpenAI completions and chat wire format.
 
 pub mod api;
 pub mod bench;
 pub mod config;
 pub mod engine;
+pub mod input;
 pub mod remote;
+pub mod request_policy;
 pub mod score_cmd;
 pub mod server;
 pub mod shard;

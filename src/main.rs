@@ -142,7 +142,7 @@ struct ServeArgs {
     /// Inference threads (contexts) per model; CPU threads are divided between them [default: 1].
     #[arg(long, short = 'p')]
     parallel: Option<usize>,
-    /// Byte budget per model for saved prompt states (prefix reuse); 0 turns it off [default: 256 MiB].
+    /// Byte budget per model for saved whole-prompt states (whole-prompt reuse); 0 turns it off [default: 256 MiB].
     #[arg(long)]
     prefix_cache_bytes: Option<u64>,
     /// Byte budget of the response cache; 0 turns it off [default: 256 MiB].
@@ -291,6 +291,9 @@ fn main() -> ExitCode {
                     threads: args.threads,
                     batch_size: args.batch_size,
                     queue_size: Some(1 << 20),
+                    // The baseline decodes every prompt, so the scoring path must too: no whole-prompt
+                    // reuse across repeats (it flattered the comparison before).
+                    prefix_cache_bytes: Some(0),
                     ..ServerSection::default()
                 },
                 // The benchmark times computation: never answer from the cache.
@@ -343,6 +346,52 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use llama_scorer::config::Config;
+
+    /// The `[default: N]` a flag's help states, from `serve --help`.
+    fn stated_default(help: &str, flag: &str) -> String {
+        let after = &help[help
+            .find(&format!("{flag} <"))
+            .unwrap_or_else(|| panic!("no {flag}"))..];
+        let at = after.find("[default: ").expect("a stated default") + "[default: ".len();
+        after[at..].split(']').next().unwrap().to_string()
+    }
+
+    #[test]
+    fn help_states_the_configs_defaults() {
+        let help = super::Cli::command()
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let cfg = Config::with_defaults(Vec::new());
+        let mib = |b: u64| format!("{} MiB", b >> 20);
+        let cases = [
+            ("--host", cfg.host.clone()),
+            ("--port", cfg.port.to_string()),
+            ("--queue-size", cfg.queue_size.to_string()),
+            ("--max-batch-items", cfg.max_batch_items.to_string()),
+            ("--batch-size", cfg.batch_size.to_string()),
+            ("--parallel", cfg.parallel.to_string()),
+            ("--prefix-cache-bytes", mib(cfg.prefix_cache_bytes)),
+            ("--cache-bytes", mib(cfg.cache.max_bytes)),
+            ("--max-body-bytes", mib(cfg.max_body_bytes as u64)),
+            ("--request-timeout", cfg.request_timeout_secs.to_string()),
+            (
+                "--max-concurrent-requests",
+                cfg.max_concurrent_requests.to_string(),
+            ),
+            ("--shutdown-timeout", cfg.shutdown_timeout_secs.to_string()),
+        ];
+        for (flag, value) in cases {
+            assert_eq!(stated_default(&help, flag), value, "{flag}");
         }
     }
 }

@@ -15,10 +15,9 @@ use anyhow::{Context, anyhow, bail};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::api::json::{fields_of, from_object, reject_unknown};
-use crate::api::logprobs::WireItem;
 use crate::config::Config;
 use crate::engine::{Engine, ItemInput, Policy, PreparedItem, ScoreError, ScoreOptions, Scored};
+use crate::input::{WireItem, fields_of, from_object, reject_unknown};
 
 /// What `score` was asked to do.
 pub struct ScoreArgs {
@@ -108,7 +107,7 @@ fn parse_line(
         Ok(_) => return Err("not a JSON object".into()),
         Err(e) => return Err(format!("invalid JSON: {e}")),
     };
-    let err = |e: crate::api::ApiError| e.message;
+    let err = |e: crate::input::InputError| e.to_string();
     reject_unknown(&object, &[fields_of::<LineMeta>(), fields_of::<WireItem>()]).map_err(err)?;
     let meta: LineMeta = from_object(&object).map_err(err)?;
     let id = meta.id.unwrap_or_else(|| json!(number));
@@ -153,7 +152,7 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| (i + 1, l))
         .collect();
-    let engine = Engine::start(&cfg)?;
+    let engine = Engine::start(&cfg.engine_settings())?;
     let default_policies: Vec<Arc<Policy>> = match &args.policies {
         None => engine.policies().to_vec(),
         Some(names) => resolve_policies(&engine, names).map_err(|e| anyhow!("--policies: {e}"))?,
@@ -197,6 +196,7 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
         bar.set_message(format!("{} errors", summary.errors));
     }
     bar.finish();
+    engine.shutdown();
     if summary.written == 0 && summary.skipped == 0 && !raw.is_empty() {
         bail!("nothing was scored");
     }

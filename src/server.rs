@@ -25,9 +25,10 @@ impl Server {
     /// Loads every model (on a blocking thread) and binds `host:port` (port 0 picks a free one).
     pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         let engine_cfg = cfg.clone();
-        let engine = tokio::task::spawn_blocking(move || Engine::start(&engine_cfg))
-            .await
-            .context("engine start-up panicked")??;
+        let engine =
+            tokio::task::spawn_blocking(move || Engine::start(&engine_cfg.engine_settings()))
+                .await
+                .context("engine start-up panicked")??;
         let engine = Arc::new(engine);
         let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))
             .await
@@ -58,13 +59,15 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves; then `/ready` turns false, the listener closes, and requests in
-    /// flight get the shutdown timeout to finish (those still running after it are dropped).
+    /// Serves until `shutdown` resolves; then `/ready` turns false, the listener closes, requests in
+    /// flight get the shutdown timeout to finish (those still running after it are dropped), and the
+    /// engine's inference threads are stopped and joined.
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let state = self.state.clone();
+        let engine = self.engine.clone();
         let (draining_tx, draining) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
@@ -80,13 +83,19 @@ impl Server {
                 std::future::pending::<()>().await;
             }
         };
-        tokio::select! {
+        let result = tokio::select! {
             result = serve => result,
             _ = give_up => {
                 tracing::warn!(seconds = deadline.as_secs(), "shutdown timeout passed; dropping the requests still in flight");
                 Ok(())
             }
-        }
+        };
+        // Then the engine: what is left is cancelled and the inference threads are joined, so the process
+        // exits only after every llama.cpp context is freed.
+        tokio::task::spawn_blocking(move || engine.shutdown())
+            .await
+            .map_err(std::io::Error::other)?;
+        result
     }
 }
 

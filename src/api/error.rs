@@ -87,6 +87,12 @@ impl ApiError {
     }
 }
 
+impl From<crate::input::InputError> for ApiError {
+    fn from(e: crate::input::InputError) -> ApiError {
+        ApiError::invalid(e.param, e.message)
+    }
+}
+
 impl From<ScoreError> for ApiError {
     fn from(e: ScoreError) -> ApiError {
         let message = e.to_string();
@@ -136,16 +142,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Inner {
-                object: "error",
-                kind: self.kind,
-                code: self.code,
-                message: &self.message,
-                param: self.param.as_deref(),
-            },
-        };
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let mut response = (self.status, axum::Json(self.body())).into_response();
         if let Some(secs) = self.retry_after_secs {
             response
                 .headers_mut()

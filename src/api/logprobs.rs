@@ -7,53 +7,21 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderName;
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::json::parse;
+use super::observe::server_timing;
 use super::tokens::{TokenView, token_view};
-use super::{AppState, new_id, unix_time};
+use super::{AppState, Usage, new_id, unix_time};
 use crate::api::prepare::prepare_where_cheapest;
-use crate::config::check_temperature;
-use crate::engine::chat_template::ChatMessage;
 use crate::engine::{
-    ItemInput, ItemScore, PreparedItem, PromptInput, ResponseInput, ScoreError, ScoreOptions,
-    TokenScore, vocab::Vocabulary,
+    ItemInput, ItemScore, PreparedItem, ScoreError, ScoreOptions, TokenScore, vocab::Vocabulary,
 };
-
-/// Most alternatives a request may ask for per position.
-pub const MAX_TOP_LOGPROBS: u32 = 20;
-
-/// A chat message on the wire (`content` must be text).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WireMessage {
-    pub role: String,
-    pub content: String,
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
-impl From<WireMessage> for ChatMessage {
-    fn from(m: WireMessage) -> ChatMessage {
-        ChatMessage {
-            role: m.role,
-            content: m.content,
-            name: m.name,
-        }
-    }
-}
-
-/// One prompt/response pair as sent in `items`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WireItem {
-    pub prompt: Option<String>,
-    pub messages: Option<Vec<WireMessage>>,
-    pub prompt_token_ids: Option<Vec<i64>>,
-    pub response: Option<String>,
-    pub response_token_ids: Option<Vec<i64>>,
-}
+use crate::input::{WireItem, WireMessage};
+use crate::request_policy::{MAX_TOP_LOGPROBS, check_temperature, check_top_logprobs};
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -73,63 +41,6 @@ pub struct LogprobsRequest {
     #[serde(default)]
     pub score_end_of_turn: bool,
     pub temperature: Option<f64>,
-}
-
-impl WireItem {
-    fn is_empty(&self) -> bool {
-        self.prompt.is_none()
-            && self.messages.is_none()
-            && self.prompt_token_ids.is_none()
-            && self.response.is_none()
-            && self.response_token_ids.is_none()
-    }
-
-    /// Checks that exactly one prompt form and one response form are present.
-    pub fn into_input(self, at: &str) -> Result<ItemInput, ApiError> {
-        let field = |f: &str| {
-            if at.is_empty() {
-                f.to_string()
-            } else {
-                format!("{at}.{f}")
-            }
-        };
-        let prompt = match (self.prompt, self.messages, self.prompt_token_ids) {
-            (Some(p), None, None) => PromptInput::Text(p),
-            (None, Some(m), None) => {
-                PromptInput::Messages(m.into_iter().map(ChatMessage::from).collect())
-            }
-            (None, None, Some(t)) => PromptInput::TokenIds(t),
-            (None, None, None) => {
-                return Err(ApiError::invalid(
-                    field("prompt"),
-                    "missing: give one of `prompt`, `messages` or `prompt_token_ids`",
-                ));
-            }
-            _ => {
-                return Err(ApiError::invalid(
-                    field("prompt"),
-                    "give only one of `prompt`, `messages` or `prompt_token_ids`",
-                ));
-            }
-        };
-        let response = match (self.response, self.response_token_ids) {
-            (Some(r), None) => ResponseInput::Text(r),
-            (None, Some(t)) => ResponseInput::TokenIds(t),
-            (None, None) => {
-                return Err(ApiError::invalid(
-                    field("response"),
-                    "missing: give `response` or `response_token_ids`",
-                ));
-            }
-            (Some(_), Some(_)) => {
-                return Err(ApiError::invalid(
-                    field("response"),
-                    "give only one of `response` or `response_token_ids`",
-                ));
-            }
-        };
-        Ok(ItemInput { prompt, response })
-    }
 }
 
 /// One token's scores on the wire (Fireworks' `logprobs.content[]` entry plus `sampling_logprob`).
@@ -180,14 +91,6 @@ pub struct WireItemResult {
     pub logprobs: WireLogprobs,
 }
 
-/// Token counts of the whole request, as OpenAI/Fireworks report them (for clients that meter usage).
-#[derive(Debug, Serialize)]
-pub struct Usage {
-    pub prompt_tokens: usize,
-    pub completion_tokens: usize,
-    pub total_tokens: usize,
-}
-
 /// The response body.
 #[derive(Debug, Serialize)]
 pub struct LogprobsResponse {
@@ -203,23 +106,16 @@ pub struct LogprobsResponse {
 pub async fn logprobs(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<LogprobsResponse>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let body_bytes = body.as_ref().map_or(0, |b| b.len());
     let req: LogprobsRequest = parse(body)?;
     let policy = state.policy(&req.model)?.clone();
-    if req.top_logprobs > MAX_TOP_LOGPROBS {
-        return Err(ApiError::invalid(
-            "top_logprobs",
-            format!(
-                "must be between 0 and {MAX_TOP_LOGPROBS}, got {}",
-                req.top_logprobs
-            ),
-        ));
-    }
+    let top_logprobs = check_top_logprobs(req.top_logprobs, MAX_TOP_LOGPROBS)
+        .map_err(|m| ApiError::invalid("top_logprobs", m))?;
     let temperature = req.temperature.unwrap_or(policy.temperature);
     check_temperature(temperature).map_err(|m| ApiError::invalid("temperature", m))?;
     let options = ScoreOptions {
-        top_logprobs: req.top_logprobs as usize,
+        top_logprobs,
         echo: req.echo,
         score_end_of_turn: req.score_end_of_turn,
         temperature,
@@ -265,6 +161,7 @@ pub async fn logprobs(
     };
 
     let p = policy.clone();
+    let tokenize_started = std::time::Instant::now();
     let prepared: Vec<Arc<PreparedItem>> = prepare_where_cheapest(body_bytes, move || {
         inputs
             .iter()
@@ -277,33 +174,35 @@ pub async fn logprobs(
     })
     .await?;
 
+    let tokenize = tokenize_started.elapsed();
     let scores = policy.score(prepared.clone(), &options).await?;
+    let timing = server_timing(tokenize, &scores);
 
     let vocab = &policy.model.vocab;
-    let mut usage = Usage {
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        total_tokens: 0,
-    };
+    let usage = Usage::new(
+        prepared.iter().map(|i| i.prompt_len).sum(),
+        prepared.iter().map(|i| i.response_len()).sum(),
+    );
     let data = prepared
         .iter()
         .zip(&scores)
         .enumerate()
         .map(|(index, (item, score))| {
-            usage.prompt_tokens += item.prompt_len;
-            usage.completion_tokens += item.response_len();
             item_result(index, item, &score.score, score.cached, &options, vocab)
         })
         .collect();
-    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
-    Ok(Json(LogprobsResponse {
-        id: new_id("lp"),
-        object: "list",
-        created: unix_time(),
-        model: req.model,
-        data,
-        usage,
-    }))
+    let headers = [(HeaderName::from_static("server-timing"), timing)];
+    Ok((
+        headers,
+        Json(LogprobsResponse {
+            id: new_id("lp"),
+            object: "list",
+            created: unix_time(),
+            model: req.model,
+            data,
+            usage,
+        }),
+    ))
 }
 
 /// Assembles one item's answer: sums, counts, and the token list (echoed prompt first, with byte offsets

@@ -12,7 +12,8 @@ mod observe;
 pub(crate) mod origin;
 mod page;
 mod prepare;
-mod tokens;
+pub(crate) mod tokens;
+mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +33,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+pub use usage::Usage;
 
 use crate::engine::{Engine, Policy};
 
@@ -161,12 +163,20 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
 }
 
 /// Adds `Server-Timing: app;dur=<ms>` (time until the response headers) so clients and benchmarks can
-/// tell server time from network time.
+/// tell server time from network time; a handler's own stages (scoring: tokenize, queue, compute) follow it.
 async fn server_timing(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let started = std::time::Instant::now();
     let mut response = next.run(request).await;
     let ms = started.elapsed().as_secs_f64() * 1e3;
-    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("app;dur={ms:.3}")) {
+    let value = match response
+        .headers()
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(stages) => format!("app;dur={ms:.3}, {stages}"),
+        None => format!("app;dur={ms:.3}"),
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
         response.headers_mut().insert("server-timing", v);
     }
     response

@@ -13,6 +13,26 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use super::AppState;
+use crate::engine::Scored;
+
+/// The `Server-Timing` value of a scoring request, as text-embeddings-inference reports its stages:
+/// `tokenize` (preparing every item), `queue` (the longest wait of its items for an inference thread) and
+/// `compute` (inference-thread time summed over its items), in milliseconds.
+pub fn server_timing(tokenize: std::time::Duration, scored: &[Scored]) -> String {
+    let queue = scored
+        .iter()
+        .map(|s| s.times.queue)
+        .max()
+        .unwrap_or_default();
+    let compute: std::time::Duration = scored.iter().map(|s| s.times.compute).sum();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    format!(
+        "tokenize;dur={:.3}, queue;dur={:.3}, compute;dur={:.3}",
+        ms(tokenize),
+        ms(queue),
+        ms(compute)
+    )
+}
 
 /// The process-wide recorder (installed once, however many servers a process starts, e.g. in tests).
 pub fn handle() -> &'static PrometheusHandle {

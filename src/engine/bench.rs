@@ -6,8 +6,8 @@ use std::time::Instant;
 use llama_cpp_2::llama_batch::LlamaBatch;
 
 use super::model::LoadedModel;
+use super::schedule::{create_context, decode_sequence, logit_positions};
 use super::types::{PreparedItem, ScoreError};
-use super::worker::{create_context, decode_sequence, logit_positions};
 
 /// Decodes every item once on a fresh context with the model's own settings; returns the seconds taken.
 pub fn decode_only(
@@ -43,7 +43,7 @@ fn time_decodes<'a>(
     model: &LoadedModel,
     work: impl Iterator<Item = (&'a PreparedItem, std::ops::Range<usize>)>,
 ) -> Result<f64, ScoreError> {
-    let settings = model.worker_settings;
+    let settings = model.context_settings;
     let mut ctx = create_context(&model.llama, settings).map_err(ScoreError::Internal)?;
     let mut batch = LlamaBatch::new(settings.chunk as usize, 1);
     let started = Instant::now();

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::schedule::JobOptions;
 use super::types::{ItemScore, PreparedItem, ScoreError};
 use super::vocab::TokenId;
-use super::worker::JobOptions;
 
 /// Identity of a loaded model file (and of the decode settings that shape its numbers).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

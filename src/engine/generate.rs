@@ -9,9 +9,10 @@ use rayon::prelude::*;
 use tokio::sync::mpsc;
 
 use super::logsoftmax::Temperature;
+use super::schedule::{Session, decode_sequence};
+use super::scoring::score_row;
 use super::types::{PreparedItem, ScoreError, TokenScore};
 use super::vocab::TokenId;
-use super::worker::{Session, decode_sequence, score_row};
 use std::sync::Arc;
 
 /// Sampling parameters (OpenAI/Fireworks names and meanings).

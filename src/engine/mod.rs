@@ -10,6 +10,9 @@ pub mod logsoftmax;
 mod model;
 mod policy;
 pub mod prefix;
+pub mod schedule;
+mod scoring;
+pub mod settings;
 pub mod types;
 pub mod vocab;
 mod worker;
@@ -20,9 +23,9 @@ use std::sync::Arc;
 pub use backend::{DeviceInfo, Devices, devices, set_backends_dir, set_cpu_variant};
 pub use model::{LoadedModel, ModelInfo, Scored};
 pub use policy::Policy;
+pub use settings::{CacheSettings, DEFAULT_N_CTX, EngineSettings, PolicySettings};
 pub use types::*;
-
-use crate::config::Config;
+pub use worker::HOLD_ENV;
 
 /// A start-up failure, naming the policy or model it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +43,7 @@ pub struct Engine {
 impl Engine {
     /// Loads every model file once (policies naming the same file share it), starts the inference
     /// threads, and compiles each policy's chat template. Blocks until all contexts exist.
-    pub fn start(cfg: &Config) -> Result<Engine, StartupError> {
+    pub fn start(cfg: &EngineSettings) -> Result<Engine, StartupError> {
         backend::backend().map_err(StartupError)?;
         // One entry per distinct file, in the order policies first name them.
         let mut files: Vec<&std::path::Path> = Vec::new();
@@ -49,6 +52,8 @@ impl Engine {
                 files.push(&p.model_path);
             }
         }
+        // Every context gets at least one thread, so with more contexts than `threads` the decodes
+        // oversubscribe the CPU; the log-softmax runs on rayon's pool besides (one thread per core).
         let threads_per_worker = (cfg.threads / (files.len() * cfg.parallel)).max(1);
         let cache = cache::ScoreCache::new(cfg.cache).map(Arc::new);
         let mut models = Vec::new();
@@ -66,9 +71,9 @@ impl Engine {
                     capacity: cfg.queue_size,
                     workers: cfg.parallel,
                     threads_per_worker,
-                    chunk: cfg.batch_size,
+                    chunk: cfg.chunk,
                     cache: cache.clone(),
-                    prefix_bytes: cfg.prefix_cache_bytes,
+                    prefix_bytes: cfg.prompt_cache_bytes,
                 },
             )
             .map_err(|e| {
@@ -116,6 +121,14 @@ impl Engine {
             Some(c) => Some(c.stats().await),
             None => None,
         }
+    }
+
+    /// Stops every model's inference threads and waits for them (see [`LoadedModel::shutdown`]).
+    pub fn shutdown(&self) {
+        for model in &self.models {
+            model.shutdown();
+        }
+        tracing::info!("inference threads stopped");
     }
 
     /// All loaded models (one per distinct GGUF file).

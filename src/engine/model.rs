@@ -2,7 +2,7 @@
 //! inference threads.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -14,10 +14,11 @@ use super::backend::{Devices, backend, devices};
 use super::cache::{ModelIdentity, ScoreCache, ScoreKey};
 use super::generate::{GenEvent, GenerateJob, GenerateOptions};
 use super::prefix::{PrefixStats, PrefixStore};
-use super::types::{ItemScore, PreparedItem, ScoreError};
+use super::schedule::{ContextSettings, JobOptions};
+use super::settings::default_n_ctx;
+use super::types::{ItemScore, PreparedItem, ScoreError, StageTimes};
 use super::vocab::Vocabulary;
-use super::worker::{self, Job, JobOptions, Work, WorkerSettings, WorkerShared};
-use crate::config::DEFAULT_N_CTX;
+use super::worker::{self, Job, Work, WorkerShared};
 
 /// How a model's queue and inference threads are sized.
 #[derive(Clone)]
@@ -32,7 +33,7 @@ pub struct QueueSettings {
     pub chunk: u32,
     /// The engine's response cache, shared by all models.
     pub cache: Option<Arc<ScoreCache>>,
-    /// Byte budget for saved prompt states (0: no prefix reuse).
+    /// Byte budget for saved whole-prompt states (0: no reuse).
     pub prefix_bytes: u64,
 }
 
@@ -79,13 +80,15 @@ fn placement(devices: &Devices, n_layer: u32, n_gpu_layers: i32) -> (String, u32
 pub struct Scored {
     pub score: Arc<ItemScore>,
     pub cached: bool,
+    /// This request's queue wait and compute time for it (zero when it was found computed).
+    pub times: StageTimes,
 }
 
 /// A model loaded once and shared by every policy that names its file.
 pub struct LoadedModel {
     pub info: ModelInfo,
     /// Context settings of its inference threads (the benchmark builds an identical context).
-    pub worker_settings: WorkerSettings,
+    pub context_settings: ContextSettings,
     pub llama: Arc<LlamaModel>,
     pub vocab: Arc<Vocabulary>,
     queue: mpsc::Sender<Job>,
@@ -98,11 +101,10 @@ pub struct LoadedModel {
     cache: Option<Arc<ScoreCache>>,
     /// Saved prompt states, shared by this model's inference threads.
     prefixes: Option<Arc<PrefixStore>>,
-}
-
-/// The context size a policy gets when it does not set `n_ctx`.
-pub fn default_n_ctx(n_ctx_train: u32) -> u32 {
-    DEFAULT_N_CTX.min(n_ctx_train.max(8))
+    /// The inference threads, joined at shutdown.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Tells the inference threads to skip what is left (see [`LoadedModel::shutdown`]).
+    cancel: Arc<AtomicBool>,
 }
 
 impl LoadedModel {
@@ -156,7 +158,7 @@ impl LoadedModel {
 
         let (tx, rx) = mpsc::channel(settings.capacity);
         let rx = Arc::new(Mutex::new(rx));
-        let worker_settings = WorkerSettings {
+        let context_settings = ContextSettings {
             n_ctx,
             chunk: settings.chunk.min(n_ctx),
             threads: settings.threads_per_worker as i32,
@@ -168,20 +170,24 @@ impl LoadedModel {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(settings.workers);
         for i in 0..settings.workers {
             let shared = WorkerShared {
+                cancel: cancel.clone(),
                 model: llama.clone(),
                 vocab: vocab.clone(),
                 abandoned: abandoned.clone(),
                 prefixes: prefixes.clone(),
-                settings: worker_settings,
+                settings: context_settings,
                 label: name.as_str().into(),
             };
             let (r, ready) = (rx.clone(), ready_tx.clone());
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(format!("infer-{i}-{name}"))
                 .spawn(move || worker::run(shared, r, ready))
                 .map_err(|e| format!("cannot start an inference thread: {e}"))?;
+            threads.push(thread);
         }
         for _ in 0..settings.workers {
             ready_rx
@@ -198,13 +204,13 @@ impl LoadedModel {
             n_ctx_train,
             workers = settings.workers,
             threads_per_worker = settings.threads_per_worker,
-            chunk = worker_settings.chunk,
+            chunk = context_settings.chunk,
             seconds = started.elapsed().as_secs_f64(),
             "model loaded"
         );
         Ok(LoadedModel {
             info,
-            worker_settings,
+            context_settings,
             llama,
             vocab,
             queue: tx,
@@ -212,12 +218,37 @@ impl LoadedModel {
             capacity: settings.capacity,
             abandoned,
             identity: Arc::new(
-                ModelIdentity::of(path, worker_settings.chunk)
+                ModelIdentity::of(path, context_settings.chunk)
                     .map_err(|e| format!("{}: {e}", path.display()))?,
             ),
             cache: settings.cache,
             prefixes,
+            threads: Mutex::new(threads),
+            cancel,
         })
+    }
+
+    /// Stops the inference threads and waits for them: work still queued is skipped (its requesters get
+    /// 503), a scoring job being computed stops at its next decode, and each thread frees its llama.cpp
+    /// context before this returns, so the process never exits while a thread is inside llama.cpp.
+    /// Blocking; call it once the front end has stopped sending work. Later calls do nothing.
+    pub fn shutdown(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for _ in &threads {
+            let stop = Job {
+                work: Work::Stop,
+                permit: None,
+                enqueued: Instant::now(),
+            };
+            // Fails only when every thread has already ended (nothing left to stop).
+            let _ = self.queue.blocking_send(stop);
+        }
+        for thread in threads {
+            if thread.join().is_err() {
+                tracing::error!(model = %self.display_name(), "an inference thread panicked");
+            }
+        }
     }
 
     /// A short name for logs and errors.
@@ -245,8 +276,8 @@ impl LoadedModel {
     }
 
     /// Scores every item, in order: cache hits at once, the rest queued (all or none: a batch whose
-    /// misses do not fit is refused with `QueueFull`) and computed once even if identical requests are in
-    /// flight. Dropping the returned future abandons the items still queued.
+    /// misses do not fit is refused with `QueueFull`); with the response cache on, identical items in flight
+    /// at once are computed once (without it, each is computed). Dropping the returned future abandons the items still queued.
     pub async fn score(
         &self,
         items: Vec<Arc<PreparedItem>>,
@@ -269,6 +300,7 @@ impl LoadedModel {
             results.push(hit.map(|score| Scored {
                 score,
                 cached: true,
+                times: StageTimes::default(),
             }));
         }
         let misses: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_none()).collect();
@@ -284,16 +316,22 @@ impl LoadedModel {
                 let compute = self.run_scoring_job(items[i].clone(), options, permit);
                 let key = keys[i].clone();
                 async move {
-                    match (&self.cache, key) {
-                        (Some(cache), Some(key)) => cache
-                            .get_or_compute(key, compute)
-                            .await
-                            .map(|(score, cached)| Scored { score, cached }),
-                        _ => compute.await.map(|s| Scored {
-                            score: Arc::new(s),
-                            cached: false,
-                        }),
-                    }
+                    let times = Mutex::new(StageTimes::default());
+                    let compute = async {
+                        let (score, t) = compute.await?;
+                        *times.lock().unwrap_or_else(|e| e.into_inner()) = t;
+                        Ok(score)
+                    };
+                    let (score, cached) = match (&self.cache, key) {
+                        (Some(cache), Some(key)) => cache.get_or_compute(key, compute).await?,
+                        _ => (Arc::new(compute.await?), false),
+                    };
+                    let times = times.into_inner().unwrap_or_else(|e| e.into_inner());
+                    Ok::<_, ScoreError>(Scored {
+                        score,
+                        cached,
+                        times,
+                    })
                 }
             });
             let computed = futures_util::future::try_join_all(runs).await?;
@@ -313,7 +351,7 @@ impl LoadedModel {
         item: Arc<PreparedItem>,
         options: JobOptions,
         permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<ItemScore, ScoreError> {
+    ) -> Result<(ItemScore, StageTimes), ScoreError> {
         let (reply, rx) = oneshot::channel();
         let work = Work::Score {
             item,
@@ -353,7 +391,7 @@ impl LoadedModel {
     }
 
     /// Hands admitted work to the inference threads (the permit travels with it and frees its queue slot
-    /// when the job is done or dropped).
+    /// when a thread takes the job, or when the job is dropped unqueued).
     async fn enqueue(
         &self,
         work: Work,
@@ -361,7 +399,7 @@ impl LoadedModel {
     ) -> Result<(), ScoreError> {
         let job = Job {
             work,
-            permit,
+            permit: Some(permit),
             enqueued: std::time::Instant::now(),
         };
         self.queue

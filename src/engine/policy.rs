@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use super::chat_template::{ChatMessage, ChatTemplate};
 use super::generate::{GenEvent, GenerateOptions};
-use super::model::{LoadedModel, Scored, default_n_ctx};
+use super::model::{LoadedModel, Scored};
+use super::schedule::JobOptions;
+use super::settings::{PolicySettings, default_n_ctx};
 use super::types::{ItemInput, PreparedItem, PromptInput, ResponseInput, ScoreError, ScoreOptions};
 use super::vocab::{TokenId, Vocabulary};
-use super::worker::JobOptions;
-use crate::config::PolicyConfig;
 
 /// A configured policy bound to its (shared) loaded model.
 pub struct Policy {
@@ -29,7 +29,7 @@ pub struct Policy {
 
 impl Policy {
     /// Binds a policy to its model and compiles its chat template (the override, else the GGUF's).
-    pub fn new(cfg: &PolicyConfig, model: Arc<LoadedModel>) -> Result<Policy, String> {
+    pub fn new(cfg: &PolicySettings, model: Arc<LoadedModel>) -> Result<Policy, String> {
         let source = cfg
             .chat_template
             .as_deref()

@@ -1,5 +1,7 @@
-//! Prompt-prefix reuse: a prompt's KV state and its last logits row, kept after the prompt is decoded, so
-//! that further responses to the same prompt (in one batch or across requests) skip the prompt's decode.
+//! Whole-prompt reuse (called "prefix reuse" in the config's `prefix_cache_bytes`): a prompt's KV state and
+//! its last logits row, kept after the prompt is decoded, so that further responses to the *same whole
+//! prompt* (in one batch or across requests) skip the prompt's decode. A prompt that merely starts with a
+//! saved one does not match: the store is keyed by the exact prompt tokens.
 //!
 //! It is bit-identical to decoding the prompt again: the decode schedule already decodes the prompt alone
 //! before the response, restoring the saved sequence into the emptied context puts the same KV bytes in the

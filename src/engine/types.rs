@@ -82,6 +82,14 @@ pub struct TokenScore {
     pub top: Vec<TopEntry>,
 }
 
+/// Where an item's time went inside the engine, for `Server-Timing`: waiting in the model's queue, then
+/// on an inference thread. Zero for an item answered from the response cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    pub queue: std::time::Duration,
+    pub compute: std::time::Duration,
+}
+
 /// The scores of one item, in sequence order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemScore {

@@ -58,27 +58,12 @@ pub fn policy(name: &str, path: PathBuf) -> PolicyConfig {
 }
 
 pub fn base_config(policies: Vec<PolicyConfig>) -> Config {
-    Config {
-        host: "127.0.0.1".into(),
-        port: 0,
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        queue_size: 1024,
-        max_batch_items: 256,
-        batch_size: 512,
-        parallel: 1,
-        prefix_cache_bytes: 64 << 20,
-        max_body_bytes: llama_scorer::config::DEFAULT_MAX_BODY_BYTES,
-        request_timeout_secs: 600,
-        max_concurrent_requests: 1024,
-        shutdown_timeout_secs: 30,
-        api_keys: Vec::new(),
-        allowed_origins: Vec::new(),
-        cache: llama_scorer::engine::cache::CacheSettings {
-            max_bytes: 64 << 20,
-            ttl: None,
-        },
-        policies,
-    }
+    // The server's own defaults, with a free port and smaller caches.
+    let mut cfg = Config::with_defaults(policies);
+    cfg.port = 0;
+    cfg.prefix_cache_bytes = 64 << 20;
+    cfg.cache.max_bytes = 64 << 20;
+    cfg
 }
 
 /// Starts a server for `cfg` on a thread of its own and returns its base URL; it lives until the
@@ -230,8 +215,52 @@ pub fn free_port() -> u16 {
 
 /// Starts `serve --config` (2 threads, a free port) and waits for /health.
 pub fn start(config: &Path) -> Running {
+    start_with(config, None)
+}
+
+/// A file that, while it exists, holds a server's inference threads (see `engine::HOLD_ENV`): work queues
+/// up and nothing is computed, whatever the machine's speed. Created held; `release` removes it.
+pub struct Hold(pub std::path::PathBuf);
+
+impl Hold {
+    /// A held gate in `dir`.
+    pub fn new(dir: &Path) -> Hold {
+        let path = dir.join("hold");
+        std::fs::File::create(&path).unwrap();
+        Hold(path)
+    }
+
+    /// Lets the inference threads take work again.
+    pub fn release(&self) {
+        std::fs::remove_file(&self.0).unwrap();
+    }
+}
+
+/// Like [`start`], with the inference threads held by `hold` until it is released.
+pub fn start_held(config: &Path, hold: &Hold) -> Running {
+    start_with(config, Some(hold))
+}
+
+/// Polls `/ready` until `done` holds for it (at most 60 s), returning that answer.
+pub fn wait_ready(base: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = ready(base);
+        if done(&state) {
+            return state;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {state}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_with(config: &Path, hold: Option<&Hold>) -> Running {
     let port = free_port();
-    let child = binary()
+    let mut command = binary();
+    if let Some(h) = hold {
+        command.env(llama_scorer::engine::HOLD_ENV, &h.0);
+    }
+    let child = command
         .args([
             "serve",
             "--threads",

@@ -244,8 +244,18 @@ fn streaming_gives_the_same_text_as_a_plain_request() {
         );
     }
     assert_eq!(usage.unwrap(), plain["usage"]);
-    // n choices sample with different seeds.
+    // Choice j samples with seed + j: it is what the same request with n = 1 and that seed samples.
     assert_eq!(plain["choices"].as_array().unwrap().len(), 2);
+    for j in 0..2 {
+        let mut single = body.clone();
+        single["n"] = json!(1);
+        single["seed"] = json!(5 + j);
+        let one = ok_at("/v1/completions", &single);
+        assert_eq!(
+            one["choices"][0]["text"], plain["choices"][j]["text"],
+            "choice {j} is not seed + {j}"
+        );
+    }
 
     let chat_body = json!({"model": SMOL, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8, "seed": 3, "temperature": 0.5});
     let plain = ok_at("/v1/chat/completions", &chat_body);

@@ -16,10 +16,10 @@ use super::choice;
 use super::params::{LogprobsMode, StreamOptions, parse_with_sampling};
 use super::stream::ChoiceEvent;
 use super::{ChunkHeader, StreamPlan, plan_choices, stream_response};
-use crate::api::logprobs::WireMessage;
 use crate::api::{ApiError, AppState, new_id, unix_time};
 use crate::engine::PromptInput;
 use crate::engine::chat_template::ChatMessage;
+use crate::input::WireMessage;
 
 /// The request body.
 #[derive(Debug, Deserialize)]

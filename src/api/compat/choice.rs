@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::api::tokens::{TokenView, token_view};
+
 use crate::engine::generate::{FinishReason, GenEvent, GenerateOptions};
 use crate::engine::vocab::{TokenId, Vocabulary};
 use crate::engine::{Policy, PreparedItem, ScoreError, ScoreOptions, TokenScore};
@@ -110,9 +112,8 @@ impl ChoiceOutcome {
     pub fn lines(&self, echo_last: Option<usize>) -> Vec<Line<'_>> {
         let mut out = Vec::new();
         if let Some(echo) = &self.echo {
-            let p = &self.prompt.tokens[..self.prompt.prompt_len];
-            let skip = echo_last.map_or(0, |n| p.len().saturating_sub(n));
-            for (i, &token) in p.iter().enumerate().skip(skip) {
+            for i in echoed(&self.prompt, echo_last) {
+                let token = self.prompt.tokens[i];
                 let score = if i == 0 { None } else { Some(&echo[i - 1]) };
                 out.push(Line { token, score });
             }
@@ -129,13 +130,17 @@ impl ChoiceOutcome {
         let Some(_) = &self.echo else {
             return Vec::new();
         };
-        let p = &self.prompt.tokens[..self.prompt.prompt_len];
-        let skip = echo_last.map_or(0, |n| p.len().saturating_sub(n));
-        p[skip..]
+        self.prompt.tokens[echoed(&self.prompt, echo_last)]
             .iter()
             .flat_map(|&t| vocab.piece(t).iter().copied())
             .collect()
     }
+}
+
+/// Positions of the prompt tokens an echo shows: all of them, or the last `echo_last` (Fireworks' option).
+pub fn echoed(prompt: &PreparedItem, echo_last: Option<usize>) -> std::ops::Range<usize> {
+    let p = prompt.prompt_len;
+    echo_last.map_or(0, |n| p.saturating_sub(n))..p
 }
 
 /// Characters (UTF-8 sequences) that start in `bytes`: OpenAI's `text_offset` counts characters.
@@ -156,20 +161,20 @@ pub struct LegacyLogprobs {
 /// One alternative in `content[].top_logprobs`.
 #[derive(Debug, Serialize)]
 pub struct ContentTop {
-    pub token: String,
+    /// `token`, `token_id`, `bytes`: the same view as the native API's.
+    #[serde(flatten)]
+    pub view: TokenView,
     pub logprob: f64,
-    pub bytes: Vec<u8>,
-    pub token_id: TokenId,
 }
 
 /// One entry of `content[]` (OpenAI's chat logprobs shape, with Fireworks' `token_id` and `text_offset`).
 #[derive(Debug, Serialize)]
 pub struct ContentEntry {
-    pub token: String,
+    /// `token`, `token_id`, `bytes`: the same view as the native API's.
+    #[serde(flatten)]
+    pub view: TokenView,
     pub logprob: f64,
-    pub bytes: Vec<u8>,
     pub top_logprobs: Vec<ContentTop>,
-    pub token_id: TokenId,
     pub text_offset: usize,
 }
 
@@ -223,21 +228,17 @@ pub fn content(vocab: &Vocabulary, lines: &[Line<'_>], mut offset: usize) -> Con
         .iter()
         .map(|line| {
             let entry = ContentEntry {
-                token: text_of(vocab, line.token),
+                view: token_view(vocab, line.token),
                 logprob: line.score.map_or(FIRST_TOKEN_LOGPROB, |s| s.logprob),
-                bytes: vocab.piece(line.token).to_vec(),
                 top_logprobs: line
                     .score
                     .map_or(&[][..], |s| &s.top[..])
                     .iter()
                     .map(|t| ContentTop {
-                        token: text_of(vocab, t.token),
+                        view: token_view(vocab, t.token),
                         logprob: t.logprob,
-                        bytes: vocab.piece(t.token).to_vec(),
-                        token_id: t.token,
                     })
                     .collect(),
-                token_id: line.token,
                 text_offset: offset,
             };
             offset += chars_in(vocab.piece(line.token));

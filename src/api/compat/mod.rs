@@ -9,7 +9,6 @@ pub mod stream;
 
 use std::sync::Arc;
 
-use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -19,24 +18,11 @@ use self::stream::ChoiceEvent;
 use crate::api::ApiError;
 use crate::api::prepare::prepare_where_cheapest;
 use crate::engine::{Policy, PreparedItem, PromptInput, ScoreError};
+use crate::request_policy::{choice_seed, fit_max_tokens};
 
-/// `usage` as OpenAI and Fireworks report it.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Usage {
-    pub prompt_tokens: usize,
-    pub completion_tokens: usize,
-    pub total_tokens: usize,
-}
+pub use crate::api::Usage;
 
 impl Usage {
-    fn new(prompt_tokens: usize, completion_tokens: usize) -> Usage {
-        Usage {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
-        }
-    }
-
     /// The same usage with the tokens the outcomes sampled.
     pub fn with_completions(self, outcomes: &[ChoiceOutcome]) -> Usage {
         Usage::new(self.prompt_tokens, outcomes.iter().map(|o| o.sampled).sum())
@@ -78,27 +64,26 @@ pub async fn plan_choices(
     for item in prepared {
         let p = item.prompt_len;
         prompt_tokens += p;
-        let room = policy.n_ctx - p;
         let mut options = sampling.options.clone();
-        if options.max_tokens > room {
-            if sampling.error_on_overflow {
-                return Err(ScoreError::TooLong {
-                    field: "max_tokens".into(),
-                    tokens: p + options.max_tokens,
-                    prompt_tokens: p,
-                    response_tokens: options.max_tokens,
-                    limit: policy.n_ctx,
-                    policy: policy.name.clone(),
-                }
-                .into());
-            }
-            options.max_tokens = room;
-        }
+        options.max_tokens = fit_max_tokens(
+            options.max_tokens,
+            p,
+            policy.n_ctx,
+            sampling.error_on_overflow,
+        )
+        .map_err(|_| ScoreError::TooLong {
+            field: "max_tokens".into(),
+            tokens: p + options.max_tokens,
+            prompt_tokens: p,
+            response_tokens: options.max_tokens,
+            limit: policy.n_ctx,
+            policy: policy.name.clone(),
+        })?;
         let item = Arc::new(item);
         for j in 0..sampling.n {
             let generate = (options.max_tokens > 0).then(|| {
                 let mut o = options.clone();
-                o.seed = o.seed.wrapping_add(j as u32);
+                o.seed = choice_seed(o.seed, j);
                 o
             });
             plans.push(ChoicePlan {

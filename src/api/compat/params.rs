@@ -10,9 +10,14 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 
 use crate::api::ApiError;
-use crate::api::json::{fields_of, from_object, parse_object, reject_unknown};
+use crate::api::json::parse_object;
 use crate::engine::Policy;
 use crate::engine::generate::GenerateOptions;
+use crate::input::{fields_of, from_object, reject_unknown};
+use crate::request_policy::{
+    COMPAT_TEMPERATURE_RANGE, MAX_CHAT_TOP_LOGPROBS, MAX_LEGACY_LOGPROBS, check_range,
+    check_top_logprobs, fold_seed,
+};
 
 /// Parses a compatibility request body into its endpoint-specific fields and the shared sampling fields,
 /// refusing any field that neither knows ("Extra inputs are not permitted", as Fireworks says).
@@ -66,19 +71,7 @@ pub struct Sampling {
 }
 
 fn range(field: &str, v: f64, lo: f64, hi: f64) -> Result<f64, ApiError> {
-    if v.is_finite() && (lo..=hi).contains(&v) {
-        Ok(v)
-    } else {
-        Err(ApiError::invalid(
-            field,
-            format!("must be between {lo} and {hi}, got {v}"),
-        ))
-    }
-}
-
-/// Folds a 64-bit seed into llama.cpp's 32-bit one (distinct seeds below 2^32 stay distinct).
-pub fn fold_seed(seed: u64) -> u32 {
-    (seed ^ (seed >> 32)) as u32
+    check_range(v, (lo, hi)).map_err(|m| ApiError::invalid(field, m))
 }
 
 /// Validated sampling settings, with `max_tokens` still to be fitted to the context.
@@ -96,11 +89,12 @@ impl Sampling {
         policy: &Policy,
         default_max_tokens: u32,
     ) -> Result<Validated, ApiError> {
+        let (lo, hi) = COMPAT_TEMPERATURE_RANGE;
         let temperature = range(
             "temperature",
             self.temperature.unwrap_or(policy.temperature),
-            0.0,
-            100.0,
+            lo,
+            hi,
         )?;
         let top_p = range("top_p", self.top_p.unwrap_or(1.0), 0.0, 1.0)?;
         if top_p == 0.0 {
@@ -232,7 +226,7 @@ impl LogprobsMode {
         logprobs: &Option<Value>,
         top_logprobs: Option<u32>,
     ) -> Result<LogprobsMode, ApiError> {
-        const MAX: u64 = 5;
+        const MAX: u64 = MAX_LEGACY_LOGPROBS as u64;
         let mode = match logprobs {
             None | Some(Value::Null) | Some(Value::Bool(false)) => LogprobsMode::Off,
             Some(Value::Bool(true)) => LogprobsMode::Content(top_logprobs.unwrap_or(0) as usize),
@@ -252,13 +246,9 @@ impl LogprobsMode {
                 ));
             }
         };
-        if let LogprobsMode::Content(k) = mode
-            && k as u64 > MAX
-        {
-            return Err(ApiError::invalid(
-                "top_logprobs",
-                format!("must be between 0 and {MAX}, got {k}"),
-            ));
+        if let LogprobsMode::Content(k) = mode {
+            check_top_logprobs(k as u32, MAX_LEGACY_LOGPROBS)
+                .map_err(|m| ApiError::invalid("top_logprobs", m))?;
         }
         if top_logprobs.is_some() && !matches!(mode, LogprobsMode::Content(_)) {
             return Err(ApiError::invalid(
@@ -271,12 +261,11 @@ impl LogprobsMode {
 
     /// Chat: `logprobs` is a bool and `top_logprobs` 0–20.
     pub fn for_chat(logprobs: Option<bool>, top_logprobs: Option<u32>) -> Result<Self, ApiError> {
-        const MAX: u32 = 20;
+        if let Some(k) = top_logprobs {
+            check_top_logprobs(k, MAX_CHAT_TOP_LOGPROBS)
+                .map_err(|m| ApiError::invalid("top_logprobs", m))?;
+        }
         match (logprobs.unwrap_or(false), top_logprobs) {
-            (_, Some(k)) if k > MAX => Err(ApiError::invalid(
-                "top_logprobs",
-                format!("must be between 0 and {MAX}, got {k}"),
-            )),
             (true, k) => Ok(LogprobsMode::Content(k.unwrap_or(0) as usize)),
             (false, Some(_)) => Err(ApiError::invalid(
                 "top_logprobs",

@@ -156,11 +156,10 @@ async fn run_choice_inner(
     while let Some(event) = rx.recv().await {
         match event {
             GenEvent::Prompt(scores) => {
-                let p = &prompt.tokens[..prompt.prompt_len];
-                let skip = echo_last.map_or(0, |n| p.len().saturating_sub(n));
                 let mut lines = Vec::new();
                 let mut text = Vec::new();
-                for (i, &token) in p.iter().enumerate().skip(skip) {
+                for i in choice::echoed(&prompt, echo_last) {
+                    let token = prompt.tokens[i];
                     text.extend_from_slice(vocab.piece(token));
                     let score = (i > 0).then(|| scores[i - 1].clone());
                     lines.push(OwnedLine { token, score });

@@ -1,0 +1,128 @@
+//! Request policy: the numeric rules a request is held to, in one place whatever front end reads it (the
+//! native API, the OpenAI/Fireworks compatibility API, the config's policies, the `score` command).
+//!
+//! Knows no HTTP and no wire shapes: each rule returns a message the caller attaches to its field name.
+//! The context-size default lives with the engine ([`crate::engine::settings::default_n_ctx`]), which sizes
+//! its contexts by it.
+
+/// Temperatures a policy or a native `/v1/logprobs` request may use: below 1e-3 the scaled logits leave the
+/// range where `exp` in f32 is meaningful, and no sampler uses such values.
+pub const TEMPERATURE_RANGE: (f64, f64) = (1e-3, 1e3);
+
+/// Temperatures the compatibility endpoints accept for sampling (0 = greedy, as OpenAI; 100 as Fireworks'
+/// upper bound).
+pub const COMPAT_TEMPERATURE_RANGE: (f64, f64) = (0.0, 100.0);
+
+/// Most alternatives per position on `/v1/logprobs`.
+pub const MAX_TOP_LOGPROBS: u32 = 20;
+
+/// Most alternatives per position in the legacy completions `logprobs: k` (OpenAI's limit of 5), also the
+/// limit of `top_logprobs` with `logprobs: true` on completions.
+pub const MAX_LEGACY_LOGPROBS: u32 = 5;
+
+/// Most alternatives per position in chat's `top_logprobs` (OpenAI's limit of 20).
+pub const MAX_CHAT_TOP_LOGPROBS: u32 = 20;
+
+/// Checks that `v` is finite and within `lo..=hi`.
+pub fn check_range(v: f64, (lo, hi): (f64, f64)) -> Result<f64, String> {
+    if v.is_finite() && (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be between {lo} and {hi}, got {v}"))
+    }
+}
+
+/// Checks a scoring temperature (policy or native request) against [`TEMPERATURE_RANGE`].
+pub fn check_temperature(t: f64) -> Result<(), String> {
+    check_range(t, TEMPERATURE_RANGE)
+        .map(|_| ())
+        .map_err(|m| format!("must be a number {}", m.trim_start_matches("must be ")))
+}
+
+/// Checks a requested number of alternatives per position against `max`.
+pub fn check_top_logprobs(k: u32, max: u32) -> Result<usize, String> {
+    if k <= max {
+        Ok(k as usize)
+    } else {
+        Err(format!("must be between 0 and {max}, got {k}"))
+    }
+}
+
+/// Folds a 64-bit seed into llama.cpp's 32-bit one (distinct seeds below 2^32 stay distinct).
+pub fn fold_seed(seed: u64) -> u32 {
+    (seed ^ (seed >> 32)) as u32
+}
+
+/// The seed of choice `j` of a request whose (folded) seed is `seed`: `seed + j`, wrapping, so choices
+/// differ from each other and choice 0 is what the same request with `n: 1` samples.
+pub fn choice_seed(seed: u32, j: usize) -> u32 {
+    seed.wrapping_add(j as u32)
+}
+
+/// `max_tokens` asked for more room than the context has after the prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoRoom {
+    /// Tokens the context leaves after the prompt.
+    pub room: usize,
+}
+
+/// Fits `max_tokens` into what `n_ctx` leaves after a `prompt_len`-token prompt: shrunk to the room, or
+/// [`NoRoom`] when `error_on_overflow` (the client chose the number and asked for an error).
+pub fn fit_max_tokens(
+    max_tokens: usize,
+    prompt_len: usize,
+    n_ctx: usize,
+    error_on_overflow: bool,
+) -> Result<usize, NoRoom> {
+    let room = n_ctx.saturating_sub(prompt_len);
+    match (max_tokens > room, error_on_overflow) {
+        (false, _) => Ok(max_tokens),
+        (true, false) => Ok(room),
+        (true, true) => Err(NoRoom { room }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_and_compat_temperatures_differ() {
+        assert!(check_temperature(1e-3).is_ok());
+        assert!(check_temperature(1e3).is_ok());
+        assert!(check_temperature(0.0).is_err());
+        assert!(check_temperature(f64::NAN).is_err());
+        assert!(
+            check_temperature(1001.0)
+                .unwrap_err()
+                .contains("0.001 and 1000")
+        );
+        assert_eq!(check_range(0.0, COMPAT_TEMPERATURE_RANGE), Ok(0.0));
+        assert!(check_range(100.5, COMPAT_TEMPERATURE_RANGE).is_err());
+        assert!(check_range(f64::INFINITY, COMPAT_TEMPERATURE_RANGE).is_err());
+    }
+
+    #[test]
+    fn top_logprobs_limits() {
+        assert_eq!(check_top_logprobs(20, MAX_TOP_LOGPROBS), Ok(20));
+        assert!(check_top_logprobs(21, MAX_TOP_LOGPROBS).is_err());
+        assert!(check_top_logprobs(6, MAX_LEGACY_LOGPROBS).is_err());
+        assert_eq!(check_top_logprobs(20, MAX_CHAT_TOP_LOGPROBS), Ok(20));
+    }
+
+    #[test]
+    fn seeds_fold_and_choices_count_up() {
+        assert_eq!(fold_seed(7), 7);
+        assert_ne!(fold_seed(1 << 32), fold_seed(0));
+        assert_eq!(choice_seed(fold_seed(41), 1), 42);
+        assert_eq!(choice_seed(u32::MAX, 1), 0);
+    }
+
+    #[test]
+    fn max_tokens_fits_the_context() {
+        assert_eq!(fit_max_tokens(10, 90, 100, false), Ok(10));
+        assert_eq!(fit_max_tokens(20, 90, 100, false), Ok(10));
+        assert_eq!(fit_max_tokens(20, 90, 100, true), Err(NoRoom { room: 10 }));
+        assert_eq!(fit_max_tokens(5, 100, 100, false), Ok(0));
+    }
+}
