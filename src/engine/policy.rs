@@ -212,6 +212,7 @@ impl Policy {
         self.model
             .generate(prompt, options, echo, top_logprobs)
             .await
+            .map_err(|e| e.for_policy(&self.name))
     }
 
     /// Scores prepared items on this policy's model, in order.
@@ -225,7 +226,10 @@ impl Policy {
             top_logprobs: options.top_logprobs,
             temperature: options.temperature,
         };
-        self.model.score(items, job).await
+        self.model
+            .score(items, job)
+            .await
+            .map_err(|e| e.for_policy(&self.name))
     }
 }
 

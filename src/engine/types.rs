@@ -148,12 +148,14 @@ pub enum ScoreError {
         limit: usize,
         policy: String,
     },
-    /// The model's queue is full; retry after the given number of seconds.
+    /// The model's queue is full; retry after the given number of seconds. Named by the policy the client
+    /// asked for: messages to clients never carry server paths or file names (logs may).
     #[error(
-        "the queue of model `{model}` is full ({capacity} items); retry in {retry_after_secs} s"
+        "the queue of policy `{policy}` is full ({capacity} items, shared by the policies on its model); \
+         retry in {retry_after_secs} s"
     )]
     QueueFull {
-        model: String,
+        policy: String,
         capacity: usize,
         retry_after_secs: u64,
     },
@@ -166,6 +168,22 @@ pub enum ScoreError {
 }
 
 impl ScoreError {
+    /// Names the policy in errors the model layer raises without knowing which policy asked.
+    pub fn for_policy(self, name: &str) -> ScoreError {
+        match self {
+            ScoreError::QueueFull {
+                capacity,
+                retry_after_secs,
+                ..
+            } => ScoreError::QueueFull {
+                policy: name.to_string(),
+                capacity,
+                retry_after_secs,
+            },
+            other => other,
+        }
+    }
+
     /// An invalid-input error for `field`.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ScoreError {
         ScoreError::InvalidInput {

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::*;
 
@@ -133,7 +133,17 @@ fn a_full_queue_answers_429_with_retry_after() {
                         .headers()
                         .get("retry-after")
                         .map(|v| v.to_str().unwrap().to_string());
-                    (r.status().as_u16(), retry)
+                    let status = r.status().as_u16();
+                    if status == 429 {
+                        // Named by the policy; no server path or file name reaches the client.
+                        let message = r.json::<Value>().unwrap()["error"]["message"].to_string();
+                        assert!(message.contains("`p0`"), "{message}");
+                        assert!(
+                            !message.contains(".gguf") && !message.contains('/'),
+                            "{message}"
+                        );
+                    }
+                    (status, retry)
                 })
             })
             .collect();
