@@ -255,21 +255,20 @@ pub fn wait_ready(base: &str, what: &str, done: impl Fn(&Value) -> bool) -> Valu
 }
 
 fn start_with(config: &Path, hold: Option<&Hold>) -> Running {
+    serve_with(&["--config".as_ref(), config.as_os_str()], hold)
+}
+
+/// Runs `llama-scorer serve --threads 2 --port P ARGS` (held by `hold` if given) and waits until `/health`
+/// answers; every test that needs a separate server process starts it here.
+pub fn serve_with(args: &[&std::ffi::OsStr], hold: Option<&Hold>) -> Running {
     let port = free_port();
     let mut command = binary();
     if let Some(h) = hold {
         command.env(llama_scorer::engine::HOLD_ENV, &h.0);
     }
     let child = command
-        .args([
-            "serve",
-            "--threads",
-            "2",
-            "--port",
-            &port.to_string(),
-            "--config",
-        ])
-        .arg(config)
+        .args(["serve", "--threads", "2", "--port", &port.to_string()])
+        .args(args)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

@@ -1,9 +1,6 @@
 //! Browser safety: requests whose `Origin` is not the server's own (nor in `server.allowed_origins`) get 403
 //! in the error shape on every route; requests without `Origin` are unaffected.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
 use reqwest::blocking::RequestBuilder;
 use serde_json::{Value, json};
 
@@ -119,35 +116,9 @@ fn requests_without_origin_or_from_the_server_itself_are_unaffected() {
 
 /// `serve --config FILE` plus `extra` arguments, on a free port; waits for /health.
 fn start_with(config: &std::path::Path, extra: &[&str]) -> Running {
-    let port = free_port();
-    let child = binary()
-        .args([
-            "serve",
-            "--threads",
-            "1",
-            "--port",
-            &port.to_string(),
-            "--config",
-        ])
-        .arg(config)
-        .args(extra)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let running = Running {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if let Ok(r) = client().get(format!("{}/health", running.base)).send()
-            && r.status().is_success()
-        {
-            return running;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("server did not start");
+    let mut args = vec!["--config".as_ref(), config.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    serve_with(&args, None)
 }
 
 #[test]

@@ -14,7 +14,7 @@ use llama_scorer::remote::{
 };
 use serde_json::{Value, json};
 
-use crate::common::{Running, binary, free_port, post_to, smol_path};
+use crate::common::{Running, free_port, post_to, serve_with, smol_path};
 
 const KEY: &str = "sk-test-0123456789";
 
@@ -499,38 +499,16 @@ async fn items_run_concurrently_up_to_the_limit_and_inputs_are_checked_first() {
 
 /// `serve --model smol` as a separate process.
 fn smol_upstream() -> Running {
-    let port = free_port();
-    let child = binary()
-        .args([
-            "serve",
-            "--threads",
-            "2",
-            "--alias",
-            "smol",
-            "--port",
-            &port.to_string(),
-        ])
-        .arg("--model")
-        .arg(smol_path())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let running = Running {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if crate::common::client()
-            .get(format!("{}/health", running.base))
-            .send()
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return running;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the upstream did not start");
+    let model = smol_path();
+    serve_with(
+        &[
+            "--alias".as_ref(),
+            "smol".as_ref(),
+            "--model".as_ref(),
+            model.as_os_str(),
+        ],
+        None,
+    )
 }
 
 fn real(provider: Provider, base_url: String) -> RemoteScorer {
