@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::engine::{CacheSettings, EngineSettings, PolicySettings};
+use crate::remote::{ApiKey, Provider, RemoteSettings};
 use crate::request_policy::check_temperature;
+use crate::served::RemotePolicySettings;
 
 /// Default decode chunk (llama.cpp `n_batch` = `n_ubatch`). Part of the decode schedule, so it changes numbers.
 pub const DEFAULT_BATCH_SIZE: u32 = 512;
@@ -85,6 +87,13 @@ pub struct ServerSection {
 struct PolicyEntry {
     provider: Option<String>,
     model: String,
+    /// Remote providers: the API root (Fireworks has a default).
+    base_url: Option<String>,
+    /// Remote providers: the environment variable holding the upstream's API key (`""`: send none).
+    api_key_env: Option<String>,
+    timeout_secs: Option<u64>,
+    max_retries: Option<u32>,
+    max_concurrency: Option<usize>,
     temperature: Option<f64>,
     seed: Option<u64>,
     n_ctx: Option<u32>,
@@ -117,7 +126,12 @@ pub struct Config {
     /// Browser origins allowed besides the server's own (empty: same-origin only).
     pub allowed_origins: Vec<String>,
     pub cache: CacheSettings,
+    /// The policies scored by this process's engine.
     pub policies: Vec<PolicyConfig>,
+    /// The policies scored through another server's API.
+    pub remote_policies: Vec<RemotePolicySettings>,
+    /// Every policy's name, in the configuration's order (how `/v1/models` and `score` list them).
+    pub policy_order: Vec<String>,
 }
 
 /// Default largest request body: 256 items of 32 KB each.
@@ -173,10 +187,19 @@ impl Config {
             )));
         }
         let mut policies = Vec::new();
+        let mut remotes = Vec::new();
+        let mut order = Vec::new();
         for (name, entry) in file.policies {
-            policies.push(validate_policy(&name, entry, &base)?);
+            order.push(name.clone());
+            match validate_policy(&name, entry, &base)? {
+                Validated::Local(p) => policies.push(p),
+                Validated::Remote(r) => remotes.push(*r),
+            }
         }
-        Self::assemble(file.server, file.cache, overrides, policies)
+        let mut cfg = Self::assemble(file.server, file.cache, overrides, policies)?;
+        cfg.remote_policies = remotes;
+        cfg.policy_order = order;
+        Ok(cfg)
     }
 
     /// Every server setting at its default, serving `policies` (the base that files and flags override; the
@@ -207,6 +230,11 @@ impl Config {
         let entry = PolicyEntry {
             provider: None,
             model: model.to_string_lossy().into_owned(),
+            base_url: None,
+            api_key_env: None,
+            timeout_secs: None,
+            max_retries: None,
+            max_concurrency: None,
             temperature: None,
             seed: None,
             n_ctx: None,
@@ -215,7 +243,9 @@ impl Config {
             chat_template: None,
         };
         let cwd = std::env::current_dir().map_err(|e| err(format!("current directory: {e}")))?;
-        let policy = validate_policy(&name, entry, &cwd)?;
+        let Validated::Local(policy) = validate_policy(&name, entry, &cwd)? else {
+            unreachable!("a policy without a provider is local")
+        };
         Self::assemble(
             ServerSection::default(),
             CacheSection::default(),
@@ -284,7 +314,9 @@ impl Config {
                     .or(cache.ttl_seconds)
                     .map(std::time::Duration::from_secs),
             },
+            policy_order: policies.iter().map(|p| p.name.clone()).collect(),
             policies,
+            remote_policies: Vec::new(),
         };
         cfg.check_server()?;
         Ok(cfg)
@@ -386,17 +418,50 @@ pub fn check_gguf(path: &Path) -> Result<PathBuf, String> {
     Ok(canonical)
 }
 
-fn validate_policy(name: &str, e: PolicyEntry, base: &Path) -> Result<PolicyConfig, ConfigError> {
+/// A policy from the file: scored here, or through a remote API.
+enum Validated {
+    Local(PolicyConfig),
+    Remote(Box<RemotePolicySettings>),
+}
+
+/// The providers a policy may name, as written in the file.
+const PROVIDERS: &str = "llama_cpp, fireworks, openai, llama_scorer";
+
+fn validate_policy(name: &str, e: PolicyEntry, base: &Path) -> Result<Validated, ConfigError> {
     let field = |f: &str, msg: String| err(format!("policies.{name}.{f}: {msg}"));
     if name.is_empty() {
         return Err(err("policies: a policy name may not be empty"));
     }
-    if let Some(p) = &e.provider
-        && p != "llama_cpp"
-    {
+    let provider = match e.provider.as_deref() {
+        None | Some("llama_cpp") => None,
+        Some("fireworks") => Some(Provider::Fireworks),
+        Some("openai") => Some(Provider::Openai),
+        Some("llama_scorer") => Some(Provider::LlamaScorer),
+        Some(p) => {
+            return Err(field(
+                "provider",
+                format!("unknown provider `{p}`; the providers are {PROVIDERS}"),
+            ));
+        }
+    };
+    let temperature = e.temperature.unwrap_or(1.0);
+    check_temperature(temperature).map_err(|m| field("temperature", m))?;
+    if let Some(provider) = provider {
+        return validate_remote(name, provider, e, temperature).map(|r| Validated::Remote(Box::new(r)));
+    }
+    let remote_only = [
+        ("base_url", e.base_url.is_some()),
+        ("api_key_env", e.api_key_env.is_some()),
+        ("timeout_secs", e.timeout_secs.is_some()),
+        ("max_retries", e.max_retries.is_some()),
+        ("max_concurrency", e.max_concurrency.is_some()),
+    ];
+    if let Some((f, _)) = remote_only.iter().find(|(_, set)| *set) {
         return Err(field(
-            "provider",
-            format!("unsupported provider `{p}`; the only provider is `llama_cpp`"),
+            f,
+            "applies to remote providers only (fireworks, openai, llama_scorer); this policy is \
+             llama_cpp"
+                .into(),
         ));
     }
     let raw = expand_home(&e.model).map_err(|m| field("model", m))?;
@@ -406,8 +471,6 @@ fn validate_policy(name: &str, e: PolicyEntry, base: &Path) -> Result<PolicyConf
         base.join(raw)
     };
     let model_path = check_gguf(&path).map_err(|m| field("model", m))?;
-    let temperature = e.temperature.unwrap_or(1.0);
-    check_temperature(temperature).map_err(|m| field("temperature", m))?;
     if let Some(n) = e.n_ctx
         && n < 8
     {
@@ -420,13 +483,100 @@ fn validate_policy(name: &str, e: PolicyEntry, base: &Path) -> Result<PolicyConf
             format!("must be -1 (all layers) or a layer count, got {n_gpu_layers}"),
         ));
     }
-    Ok(PolicyConfig {
+    Ok(Validated::Local(PolicyConfig {
         name: name.to_string(),
         model_path,
         temperature,
         seed: e.seed,
         n_ctx: e.n_ctx,
         n_gpu_layers,
+        system_prompt: e.system_prompt,
+        chat_template: e.chat_template,
+    }))
+}
+
+/// A remote policy: where, as which model, with which key (read from the environment now, so a missing
+/// variable stops start-up) and limits.
+fn validate_remote(
+    name: &str,
+    provider: Provider,
+    e: PolicyEntry,
+    temperature: f64,
+) -> Result<RemotePolicySettings, ConfigError> {
+    let field = |f: &str, msg: String| err(format!("policies.{name}.{f}: {msg}"));
+    let local_only = [("n_ctx", e.n_ctx.is_some()), ("n_gpu_layers", e.n_gpu_layers.is_some())];
+    if let Some((f, _)) = local_only.iter().find(|(_, set)| *set) {
+        return Err(field(
+            f,
+            format!("applies to llama_cpp policies only; this policy is {provider}"),
+        ));
+    }
+    if provider == Provider::LlamaScorer {
+        for (f, set) in [
+            ("chat_template", e.chat_template.is_some()),
+            ("system_prompt", e.system_prompt.is_some()),
+        ] {
+            if set {
+                return Err(field(
+                    f,
+                    "a llama_scorer remote renders messages with its own policy's template and \
+                     system prompt; set it there"
+                        .into(),
+                ));
+            }
+        }
+    }
+    let default_env = match provider {
+        Provider::Fireworks => Some("FIREWORKS_API_KEY"),
+        Provider::Openai => Some("OPENAI_API_KEY"),
+        Provider::LlamaScorer => None,
+    };
+    let env_name = match e.api_key_env.as_deref() {
+        Some("") => None,
+        Some(n) => Some(n),
+        None => default_env,
+    };
+    let api_key = match env_name {
+        None => None,
+        Some(var) => match std::env::var(var) {
+            Ok(key) if !key.trim().is_empty() => Some(ApiKey::new(key.trim())),
+            _ => {
+                return Err(field(
+                    "api_key_env",
+                    format!(
+                        "the environment variable `{var}` holding the {provider} API key is not set \
+                         (set it, name another with `api_key_env`, or write `api_key_env: \"\"` for an \
+                         upstream without keys)"
+                    ),
+                ));
+            }
+        },
+    };
+    let mut remote = RemoteSettings::new(name, provider, e.model);
+    remote.base_url = e.base_url;
+    remote.api_key = api_key;
+    if let Some(t) = e.timeout_secs {
+        remote.timeout = std::time::Duration::from_secs(t);
+    }
+    if let Some(r) = e.max_retries {
+        remote.max_retries = r;
+    }
+    if let Some(c) = e.max_concurrency {
+        remote.max_concurrency = c;
+    }
+    remote.validate().map_err(|m| {
+        // `remote policy `p`: base_url ...` → name the field the way the file does.
+        let m = m.trim_start_matches(&format!("remote policy `{name}`: ")).to_string();
+        let f = ["base_url", "model", "timeout", "max_concurrency"]
+            .into_iter()
+            .find(|f| m.contains(f))
+            .map_or("model", |f| if f == "timeout" { "timeout_secs" } else { f });
+        field(f, m)
+    })?;
+    Ok(RemotePolicySettings {
+        remote,
+        temperature,
+        seed: e.seed,
         system_prompt: e.system_prompt,
         chat_template: e.chat_template,
     })
@@ -489,8 +639,8 @@ mod tests {
                 "policies.p0.temperature",
             ),
             (
-                "policies:\n  p0: {model: m.gguf, provider: openai}\n",
-                "policies.p0.provider",
+                "policies:\n  p0: {model: m.gguf, provider: anthropic}\n",
+                "policies.p0.provider: unknown provider `anthropic`",
             ),
             ("policies:\n  p0: {model: m.gguf, n_ctx: -5}\n", "n_ctx"),
             ("policies: {}\n", "empty"),

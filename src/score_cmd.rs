@@ -1,4 +1,5 @@
-//! `llama-scorer score`: batch scoring of a JSONL file under several policies, with no HTTP in between.
+//! `llama-scorer score`: batch scoring of a JSONL file under several policies, with no HTTP in between for
+//! local policies (remote ones are called through their APIs, at most `max_concurrency` calls at a time each).
 //!
 //! Each input line is one item in the native API's shape (`prompt` | `messages` | `prompt_token_ids`, plus
 //! `response` | `response_token_ids`) with an optional `id` and `policies` list. Each output line is one
@@ -9,15 +10,16 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::config::Config;
-use crate::engine::{Engine, ItemInput, Policy, PreparedItem, ScoreError, ScoreOptions, Scored};
+use crate::engine::{Engine, ItemInput, ScoreOptions};
 use crate::input::{WireItem, fields_of, from_object, reject_unknown};
+use crate::report::ItemReport;
+use crate::served::{Policies, ServeError, ServedPolicy};
 
 /// What `score` was asked to do.
 pub struct ScoreArgs {
@@ -43,7 +45,7 @@ struct LineMeta {
 /// One input line, parsed or not.
 struct Line {
     id: Value,
-    policies: Vec<Arc<Policy>>,
+    policies: Vec<ServedPolicy>,
     input: Result<ItemInput, String>,
 }
 
@@ -97,8 +99,8 @@ fn resume_state(output: &Path) -> anyhow::Result<HashSet<String>> {
 }
 
 fn parse_line(
-    engine: &Engine,
-    default_policies: &[Arc<Policy>],
+    served: &Policies,
+    default_policies: &[ServedPolicy],
     number: usize,
     text: &str,
 ) -> Result<Line, String> {
@@ -113,7 +115,7 @@ fn parse_line(
     let id = meta.id.unwrap_or_else(|| json!(number));
     let policies = match meta.policies {
         None => default_policies.to_vec(),
-        Some(names) => resolve_policies(engine, &names).map_err(|e| format!("policies: {e}"))?,
+        Some(names) => resolve_policies(served, &names).map_err(|e| format!("policies: {e}"))?,
     };
     let mut item_object = object;
     item_object.remove("id");
@@ -129,12 +131,12 @@ fn parse_line(
 }
 
 /// The policies `names` names, in that order, or which one is unknown.
-fn resolve_policies(engine: &Engine, names: &[String]) -> Result<Vec<Arc<Policy>>, String> {
+fn resolve_policies(served: &Policies, names: &[String]) -> Result<Vec<ServedPolicy>, String> {
     names
         .iter()
         .map(|n| {
-            engine
-                .policy(n)
+            served
+                .get(n)
                 .cloned()
                 .ok_or_else(|| format!("unknown policy `{n}`"))
         })
@@ -153,9 +155,16 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
         .map(|(i, l)| (i + 1, l))
         .collect();
     let engine = Engine::start(&cfg.engine_settings())?;
-    let default_policies: Vec<Arc<Policy>> = match &args.policies {
-        None => engine.policies().to_vec(),
-        Some(names) => resolve_policies(&engine, names).map_err(|e| anyhow!("--policies: {e}"))?,
+    let served = Policies::new(
+        &engine,
+        cfg.remote_policies.clone(),
+        cfg.cache,
+        &cfg.policy_order,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let default_policies: Vec<ServedPolicy> = match &args.policies {
+        None => served.all().to_vec(),
+        Some(names) => resolve_policies(&served, names).map_err(|e| anyhow!("--policies: {e}"))?,
     };
     let done = resume_state(&args.output)?;
     let mut out = OpenOptions::new()
@@ -180,9 +189,9 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
     for chunk in raw.chunks(args.chunk_lines.max(1)) {
         let lines: Vec<(usize, Result<Line, String>)> = chunk
             .iter()
-            .map(|&(number, t)| (number, parse_line(&engine, &default_policies, number, t)))
+            .map(|&(number, t)| (number, parse_line(&served, &default_policies, number, t)))
             .collect();
-        let records = runtime.block_on(score_chunk(&lines, &done, &args, &mut summary));
+        let (records, stopped) = runtime.block_on(score_chunk(&lines, &done, &args, &mut summary));
         for record in records {
             if record.get("error").is_some() {
                 summary.errors += 1;
@@ -192,6 +201,15 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
             summary.written += 1;
         }
         out.flush()?;
+        if let Some(e) = stopped {
+            bar.abandon();
+            engine.shutdown();
+            bail!(
+                "stopped: {e}; the {} lines written so far are kept, and a rerun with the same \
+                 --output resumes after them",
+                summary.written
+            );
+        }
         bar.inc(chunk.len() as u64);
         bar.set_message(format!("{} errors", summary.errors));
     }
@@ -203,21 +221,17 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
     Ok(summary)
 }
 
-/// Scores one chunk: every (line, policy) pair not done yet, grouped per policy (one batch each).
+/// Scores one chunk: every (line, policy) pair not done yet, one batch per policy (all policies at once:
+/// policies on different models or remotes run in parallel). Returns the records in input order, and the
+/// upstream failure that should stop the run, if any (its pairs get no record, so a rerun retries them).
 async fn score_chunk(
     lines: &[(usize, Result<Line, String>)],
     done: &HashSet<String>,
     args: &ScoreArgs,
     summary: &mut ScoreSummary,
-) -> Vec<Value> {
+) -> (Vec<Value>, Option<ServeError>) {
     let mut records: Vec<Option<Value>> = Vec::new();
     let mut pending: Vec<Pending> = Vec::new();
-    let options_for = |p: &Policy| ScoreOptions {
-        top_logprobs: 0,
-        echo: false,
-        score_end_of_turn: args.score_end_of_turn,
-        temperature: p.temperature,
-    };
     for (line_number, line) in lines {
         let line = match line {
             Ok(l) => l,
@@ -231,75 +245,59 @@ async fn score_chunk(
             }
         };
         for policy in &line.policies {
-            if done.contains(&id_key(&line.id, &policy.name)) {
+            if done.contains(&id_key(&line.id, policy.name())) {
                 summary.skipped += 1;
                 continue;
             }
-            let base = json!({"id": line.id, "policy": policy.name});
-            let prepared = match &line.input {
-                Err(e) => Err(e.clone()),
-                Ok(input) => policy
-                    .prepare(input, &options_for(policy))
-                    .map_err(|e| e.to_string()),
-            };
-            match prepared {
-                Ok(item) => {
+            match &line.input {
+                Err(e) => records.push(Some(with_error(
+                    json!({"id": line.id, "policy": policy.name()}),
+                    e,
+                ))),
+                Ok(input) => {
                     pending.push(Pending {
                         slot: records.len(),
                         id: line.id.clone(),
                         policy: policy.clone(),
-                        item: Arc::new(item),
+                        input: input.clone(),
                     });
                     records.push(None);
                 }
-                Err(e) => records.push(Some(with_error(base, &e))),
             }
         }
     }
-    // One batch per policy, all policies at once (policies on different models run in parallel).
-    let names: indexmap::IndexSet<&str> = pending.iter().map(|p| p.policy.name.as_str()).collect();
+    let names: indexmap::IndexSet<&str> = pending.iter().map(|p| p.policy.name()).collect();
+    // Remote calls retry within this; a run is not interactive, so the bound is generous.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(24 * 3600);
     let batches = names.into_iter().map(|name| {
-        let group: Vec<&Pending> = pending.iter().filter(|p| p.policy.name == name).collect();
+        let group: Vec<&Pending> = pending.iter().filter(|p| p.policy.name() == name).collect();
         async move {
             let policy = &group[0].policy;
-            let items: Vec<Arc<PreparedItem>> = group.iter().map(|p| p.item.clone()).collect();
-            let results = score_isolating_errors(policy, items, &options_for(policy)).await;
+            let options = ScoreOptions {
+                top_logprobs: 0,
+                echo: false,
+                score_end_of_turn: args.score_end_of_turn,
+                temperature: policy.temperature(),
+            };
+            let inputs = group.iter().map(|p| p.input.clone()).collect();
+            let results = policy.score_each(inputs, &options, deadline).await;
             group.into_iter().zip(results).collect::<Vec<_>>()
         }
     });
+    let mut stop = None;
     for (p, result) in futures_util::future::join_all(batches)
         .await
         .into_iter()
         .flatten()
     {
-        records[p.slot] = Some(result_record(p, result, args.token_logprobs));
-    }
-    records.into_iter().flatten().collect()
-}
-
-/// Scores a batch; if the batch fails at run time, scores its items one by one so each error is recorded
-/// against its own line.
-async fn score_isolating_errors(
-    policy: &Policy,
-    items: Vec<Arc<PreparedItem>>,
-    options: &ScoreOptions,
-) -> Vec<Result<Scored, ScoreError>> {
-    match policy.score(items.clone(), options).await {
-        Ok(scores) => scores.into_iter().map(Ok).collect(),
-        Err(_) if items.len() > 1 => {
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                out.push(
-                    policy
-                        .score(vec![item], options)
-                        .await
-                        .map(|mut v| v.remove(0)),
-                );
+        match result {
+            Err(ServeError::Remote(e)) if e.http_status() >= 500 => {
+                stop.get_or_insert(ServeError::Remote(e));
             }
-            out
+            result => records[p.slot] = Some(result_record(p, result, args.token_logprobs)),
         }
-        Err(e) => vec![Err(e)],
     }
+    (records.into_iter().flatten().collect(), stop)
 }
 
 fn with_error(mut base: Value, message: &str) -> Value {
@@ -311,29 +309,32 @@ fn with_error(mut base: Value, message: &str) -> Value {
 struct Pending {
     slot: usize,
     id: Value,
-    policy: Arc<Policy>,
-    item: Arc<PreparedItem>,
+    policy: ServedPolicy,
+    input: ItemInput,
 }
 
-fn result_record(p: &Pending, result: Result<Scored, ScoreError>, token_logprobs: bool) -> Value {
-    let (policy, item) = (&p.policy, &p.item);
+fn result_record(
+    p: &Pending,
+    result: Result<ItemReport, ServeError>,
+    token_logprobs: bool,
+) -> Value {
+    let name = p.policy.name();
     match result {
-        Err(e) => with_error(json!({"id": p.id, "policy": policy.name}), &e.to_string()),
-        Ok(scored) => {
-            let s = &scored.score;
+        Err(e) => with_error(json!({"id": p.id, "policy": name}), &e.to_string()),
+        Ok(r) => {
             let mut v = json!({
                 "id": p.id,
-                "policy": policy.name,
-                "logprob": s.logprob(),
-                "sampling_logprob": s.sampling_logprob(),
-                "temperature": policy.temperature,
-                "prompt_tokens": item.prompt_len,
-                "response_tokens": item.response_len(),
-                "cached": scored.cached,
+                "policy": name,
+                "logprob": r.logprob,
+                "sampling_logprob": r.sampling_logprob,
+                "temperature": p.policy.temperature(),
+                "prompt_tokens": r.prompt_tokens,
+                "response_tokens": r.response_tokens,
+                "cached": r.cached,
             });
             if token_logprobs {
-                v["token_ids"] = s.scored().map(|t| t.token).collect();
-                v["token_logprobs"] = s.scored().map(|t| t.logprob).collect();
+                v["token_ids"] = r.tokens.iter().map(|t| t.token_id).collect();
+                v["token_logprobs"] = r.tokens.iter().map(|t| t.logprob).collect();
             }
             v
         }

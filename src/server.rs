@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::api::{AppState, HttpLimits, router};
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::served::Policies;
 
 /// A server whose models are loaded and whose port is bound, ready to serve.
 pub struct Server {
@@ -33,8 +34,17 @@ impl Server {
         let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", cfg.host, cfg.port))?;
+        let policies = Policies::new(
+            &engine,
+            cfg.remote_policies.clone(),
+            cfg.cache,
+            &cfg.policy_order,
+        )
+        .map_err(anyhow::Error::msg)?;
         let state = Arc::new(AppState {
             engine: engine.clone(),
+            policies: Arc::new(policies),
+            request_timeout: Duration::from_secs(cfg.request_timeout_secs),
             max_batch_items: cfg.max_batch_items,
             ready: AtomicBool::new(true),
         });

@@ -124,6 +124,28 @@ impl From<ScoreError> for ApiError {
     }
 }
 
+impl From<crate::remote::RemoteError> for ApiError {
+    fn from(e: crate::remote::RemoteError) -> ApiError {
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let param = e.param();
+        let retry_after_secs = e.retry_after().map(|d| d.as_secs().max(1));
+        ApiError {
+            param,
+            retry_after_secs,
+            ..ApiError::with_status(status, e.code(), e.to_string())
+        }
+    }
+}
+
+impl From<crate::served::ServeError> for ApiError {
+    fn from(e: crate::served::ServeError) -> ApiError {
+        match e {
+            crate::served::ServeError::Local(e) => e.into(),
+            crate::served::ServeError::Remote(e) => e.into(),
+        }
+    }
+}
+
 impl ApiError {
     /// The JSON body (also sent as an event when a stream fails midway).
     pub fn body(&self) -> serde_json::Value {

@@ -18,7 +18,8 @@ pub async fn health() -> Json<Value> {
 
 /// `GET /ready`: every model is loaded and its inference threads are running (503 once shutdown began);
 /// says where each model runs (`device`, offloaded layers) and which devices llama.cpp found, so a GPU
-/// deployment can be checked.
+/// deployment can be checked, and each remote policy's last upstream success and failure (its own state:
+/// a failing upstream does not make this server unready).
 pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
     let ready = state.ready.load(std::sync::atomic::Ordering::Relaxed);
     let models: Vec<Value> = state
@@ -50,6 +51,12 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Valu
         StatusCode::SERVICE_UNAVAILABLE
     };
     let cache = state.engine.cache_stats().await;
+    let remotes: Vec<Value> = state
+        .policies
+        .remotes()
+        .map(|r| json!(r.status()))
+        .collect();
+    let remote_cache = state.policies.remote_cache_stats().await;
     (
         status,
         Json(json!({
@@ -58,6 +65,8 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Valu
             "devices": devices,
             "cpu_variant": cpu_variant,
             "cache": cache,
+            "remotes": remotes,
+            "remote_cache": remote_cache,
         })),
     )
 }

@@ -14,14 +14,12 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::json::parse;
 use super::observe::server_timing;
-use super::tokens::{TokenView, token_view};
 use super::{AppState, Usage, new_id, unix_time};
-use crate::api::prepare::prepare_where_cheapest;
-use crate::engine::{
-    ItemInput, ItemScore, PreparedItem, ScoreError, ScoreOptions, TokenScore, vocab::Vocabulary,
-};
+use crate::engine::{ItemInput, ScoreOptions};
 use crate::input::{WireItem, WireMessage};
+use crate::report::{ItemReport, TokenReport};
 use crate::request_policy::{MAX_TOP_LOGPROBS, check_temperature, check_top_logprobs};
+use crate::served::ScoreRequest;
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -43,31 +41,10 @@ pub struct LogprobsRequest {
     pub temperature: Option<f64>,
 }
 
-/// One token's scores on the wire (Fireworks' `logprobs.content[]` entry plus `sampling_logprob`).
-#[derive(Debug, Serialize)]
-pub struct WireToken {
-    #[serde(flatten)]
-    pub view: TokenView,
-    pub text_offset: usize,
-    /// `null` only for an echoed first token, which has no context to be scored in.
-    pub logprob: Option<f64>,
-    pub sampling_logprob: Option<f64>,
-    pub top_logprobs: Vec<WireTop>,
-}
-
-/// One alternative in `top_logprobs`.
-#[derive(Debug, Serialize)]
-pub struct WireTop {
-    #[serde(flatten)]
-    pub view: TokenView,
-    pub logprob: f64,
-    pub sampling_logprob: f64,
-}
-
 /// `logprobs` of an item, in Fireworks' `content[]` shape so existing parsers read it.
 #[derive(Debug, Serialize)]
 pub struct WireLogprobs {
-    pub content: Vec<WireToken>,
+    pub content: Vec<TokenReport>,
 }
 
 /// The scores of one item.
@@ -77,8 +54,8 @@ pub struct WireItemResult {
     pub object: &'static str,
     /// log π(response | prompt) at temperature 1 (plus end of turn when asked).
     pub logprob: f64,
-    /// The same at `temperature`.
-    pub sampling_logprob: f64,
+    /// The same at `temperature`; `null` where a remote provider does not compute it.
+    pub sampling_logprob: Option<f64>,
     pub temperature: f64,
     /// Sum over the echoed prompt tokens after the first (only with `echo`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +66,25 @@ pub struct WireItemResult {
     pub scored_tokens: usize,
     pub cached: bool,
     pub logprobs: WireLogprobs,
+}
+
+impl WireItemResult {
+    /// The wire form of item `index`'s report.
+    fn new(index: usize, r: ItemReport, temperature: f64) -> WireItemResult {
+        WireItemResult {
+            index,
+            object: "logprobs",
+            logprob: r.logprob,
+            sampling_logprob: r.sampling_logprob,
+            temperature,
+            prompt_logprob: r.prompt_logprob,
+            prompt_tokens: r.prompt_tokens,
+            response_tokens: r.response_tokens,
+            scored_tokens: r.scored_tokens,
+            cached: r.cached,
+            logprobs: WireLogprobs { content: r.tokens },
+        }
+    }
 }
 
 /// The response body.
@@ -112,7 +108,7 @@ pub async fn logprobs(
     let policy = state.policy(&req.model)?.clone();
     let top_logprobs = check_top_logprobs(req.top_logprobs, MAX_TOP_LOGPROBS)
         .map_err(|m| ApiError::invalid("top_logprobs", m))?;
-    let temperature = req.temperature.unwrap_or(policy.temperature);
+    let temperature = req.temperature.unwrap_or(policy.temperature());
     check_temperature(temperature).map_err(|m| ApiError::invalid("temperature", m))?;
     let options = ScoreOptions {
         top_logprobs,
@@ -127,7 +123,7 @@ pub async fn logprobs(
         response: req.response,
         response_token_ids: req.response_token_ids,
     };
-    let inputs: Vec<(String, ItemInput)> = match req.items {
+    let (items, batch) = match req.items {
         Some(items) => {
             if !inline.is_empty() {
                 return Err(ApiError::invalid(
@@ -148,48 +144,34 @@ pub async fn logprobs(
                     ),
                 ));
             }
-            items
+            let inputs = items
                 .into_iter()
                 .enumerate()
-                .map(|(i, it)| {
-                    let at = format!("items[{i}]");
-                    it.into_input(&at).map(|input| (at, input))
-                })
-                .collect::<Result<_, _>>()?
+                .map(|(i, it)| it.into_input(&format!("items[{i}]")))
+                .collect::<Result<Vec<ItemInput>, _>>()?;
+            (inputs, true)
         }
-        None => vec![(String::new(), inline.into_input("")?)],
+        None => (vec![inline.into_input("")?], false),
     };
-
-    let p = policy.clone();
-    let tokenize_started = std::time::Instant::now();
-    let prepared: Vec<Arc<PreparedItem>> = prepare_where_cheapest(body_bytes, move || {
-        inputs
-            .iter()
-            .map(|(at, input)| {
-                p.prepare(input, &options)
-                    .map(Arc::new)
-                    .map_err(|e| if at.is_empty() { e } else { e.within(at) })
-            })
-            .collect::<Result<Vec<_>, ScoreError>>()
-    })
-    .await?;
-
-    let tokenize = tokenize_started.elapsed();
-    let scores = policy.score(prepared.clone(), &options).await?;
-    let timing = server_timing(tokenize, &scores);
-
-    let vocab = &policy.model.vocab;
-    let usage = Usage::new(
-        prepared.iter().map(|i| i.prompt_len).sum(),
-        prepared.iter().map(|i| i.response_len()).sum(),
-    );
-    let data = prepared
-        .iter()
-        .zip(&scores)
-        .enumerate()
-        .map(|(index, (item, score))| {
-            item_result(index, item, &score.score, score.cached, &options, vocab)
+    let scores = policy
+        .score(ScoreRequest {
+            items,
+            options,
+            batch,
+            deadline: state.deadline(),
+            body_bytes,
         })
+        .await?;
+    let timing = server_timing(&scores.stages);
+    let usage = Usage::new(
+        scores.items.iter().map(|r| r.prompt_tokens).sum(),
+        scores.items.iter().map(|r| r.response_tokens).sum(),
+    );
+    let data = scores
+        .items
+        .into_iter()
+        .enumerate()
+        .map(|(index, r)| WireItemResult::new(index, r, temperature))
         .collect();
     let headers = [(HeaderName::from_static("server-timing"), timing)];
     Ok((
@@ -203,67 +185,4 @@ pub async fn logprobs(
             usage,
         }),
     ))
-}
-
-/// Assembles one item's answer: sums, counts, and the token list (echoed prompt first, with byte offsets
-/// into the concatenated token text).
-fn item_result(
-    index: usize,
-    item: &PreparedItem,
-    score: &ItemScore,
-    cached: bool,
-    options: &ScoreOptions,
-    vocab: &Vocabulary,
-) -> WireItemResult {
-    let mut content = Vec::new();
-    let mut offset = 0usize;
-    let tokens = &item.tokens;
-    let mut push = |token: i32, score: Option<&TokenScore>, offset: &mut usize| {
-        let view = token_view(vocab, token);
-        let len = view.bytes.len();
-        content.push(WireToken {
-            view,
-            text_offset: *offset,
-            logprob: score.map(|s| s.logprob),
-            sampling_logprob: score.map(|s| s.sampling_logprob),
-            top_logprobs: score.map_or_else(Vec::new, |s| {
-                s.top
-                    .iter()
-                    .map(|t| WireTop {
-                        view: token_view(vocab, t.token),
-                        logprob: t.logprob,
-                        sampling_logprob: t.sampling_logprob,
-                    })
-                    .collect()
-            }),
-        });
-        *offset += len;
-    };
-    if options.echo {
-        push(tokens[0], None, &mut offset);
-        for (i, s) in score.prompt.iter().enumerate() {
-            push(tokens[i + 1], Some(s), &mut offset);
-        }
-    } else {
-        offset = tokens[..item.prompt_len]
-            .iter()
-            .map(|&t| vocab.piece(t).len())
-            .sum();
-    }
-    for s in score.scored() {
-        push(s.token, Some(s), &mut offset);
-    }
-    WireItemResult {
-        index,
-        object: "logprobs",
-        logprob: score.logprob(),
-        sampling_logprob: score.sampling_logprob(),
-        temperature: options.temperature,
-        prompt_logprob: options.echo.then(|| score.prompt_logprob()),
-        prompt_tokens: item.prompt_len,
-        response_tokens: item.response_len(),
-        scored_tokens: score.scored().count(),
-        cached,
-        logprobs: WireLogprobs { content },
-    }
 }

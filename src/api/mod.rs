@@ -11,7 +11,6 @@ mod models;
 mod observe;
 pub(crate) mod origin;
 mod page;
-mod prepare;
 pub(crate) mod tokens;
 mod usage;
 
@@ -35,28 +34,33 @@ use tower_http::trace::TraceLayer;
 pub use error::ApiError;
 pub use usage::Usage;
 
-use crate::engine::{Engine, Policy};
+use crate::engine::Engine;
+use crate::served::{Policies, ServedPolicy};
 
 /// What every handler can reach.
 pub struct AppState {
     pub engine: Arc<Engine>,
+    /// Every served policy, local and remote.
+    pub policies: Arc<Policies>,
     pub max_batch_items: usize,
+    /// The request timeout: remote calls and their retries must end within it.
+    pub request_timeout: Duration,
     /// False once shutdown has begun: `/ready` says so before the listener closes.
     pub ready: AtomicBool,
 }
 
 impl AppState {
     /// The policy a request's `model` names, or 404 listing the served ones.
-    pub fn policy(&self, name: &str) -> Result<&Arc<Policy>, ApiError> {
-        self.engine.policy(name).ok_or_else(|| {
-            let known: Vec<&str> = self
-                .engine
-                .policies()
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect();
+    pub fn policy(&self, name: &str) -> Result<&ServedPolicy, ApiError> {
+        self.policies.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.policies.all().iter().map(|p| p.name()).collect();
             ApiError::model_not_found(name, &known)
         })
+    }
+
+    /// When a request that starts now must be answered (the timeout layer's own limit).
+    pub fn deadline(&self) -> std::time::Instant {
+        std::time::Instant::now() + self.request_timeout
     }
 }
 

@@ -7,24 +7,29 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use super::{AppState, unix_time};
+use crate::served::ServedPolicy;
 
 /// Lists the served policies (the ids clients put in `model`). Only fields Fireworks' own model entry has:
 /// its strict 0.x client refuses any other (where a model runs is in `/ready`).
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
     let created = unix_time();
     let data: Vec<Value> = state
-        .engine
-        .policies()
+        .policies
+        .all()
         .iter()
         .map(|p| {
-            json!({
-                "id": p.name,
+            let mut entry = json!({
+                "id": p.name(),
                 "object": "model",
                 "created": created,
                 "owned_by": "llama-scorer",
-                "context_length": p.n_ctx,
                 "supports_chat": p.supports_chat(),
-            })
+            });
+            // A remote policy's context length is the upstream's business (and not known here).
+            if let ServedPolicy::Local(local) = p {
+                entry["context_length"] = json!(local.n_ctx);
+            }
+            entry
         })
         .collect();
     Json(json!({"object": "list", "data": data}))

@@ -13,25 +13,17 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use super::AppState;
-use crate::engine::Scored;
 
 /// The `Server-Timing` value of a scoring request, as text-embeddings-inference reports its stages:
 /// `tokenize` (preparing every item), `queue` (the longest wait of its items for an inference thread) and
-/// `compute` (inference-thread time summed over its items), in milliseconds.
-pub fn server_timing(tokenize: std::time::Duration, scored: &[Scored]) -> String {
-    let queue = scored
+/// `compute` (inference-thread time summed over its items), in milliseconds; a remote policy's answer
+/// has one stage, `upstream` (the whole remote call, retries included).
+pub fn server_timing(stages: &[(&'static str, std::time::Duration)]) -> String {
+    stages
         .iter()
-        .map(|s| s.times.queue)
-        .max()
-        .unwrap_or_default();
-    let compute: std::time::Duration = scored.iter().map(|s| s.times.compute).sum();
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    format!(
-        "tokenize;dur={:.3}, queue;dur={:.3}, compute;dur={:.3}",
-        ms(tokenize),
-        ms(queue),
-        ms(compute)
-    )
+        .map(|(name, d)| format!("{name};dur={:.3}", d.as_secs_f64() * 1e3))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The process-wide recorder (installed once, however many servers a process starts, e.g. in tests).
@@ -83,7 +75,7 @@ fn resident_bytes() -> Option<f64> {
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let engine = &state.engine;
     metrics::gauge!("llama_scorer_models_loaded").set(engine.models().len() as f64);
-    metrics::gauge!("llama_scorer_policies").set(engine.policies().len() as f64);
+    metrics::gauge!("llama_scorer_policies").set(state.policies.all().len() as f64);
     for m in engine.models() {
         let model = m.display_name();
         metrics::gauge!("llama_scorer_queue_depth", "model" => model.clone())
@@ -103,6 +95,17 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         metrics::counter!("llama_scorer_cache_misses_total").absolute(c.misses);
         metrics::gauge!("llama_scorer_cache_entries").set(c.entries as f64);
         metrics::gauge!("llama_scorer_cache_bytes").set(c.bytes as f64);
+    }
+    if let Some(c) = state.policies.remote_cache_stats().await {
+        metrics::counter!("llama_scorer_remote_cache_hits_total").absolute(c.hits);
+        metrics::counter!("llama_scorer_remote_cache_misses_total").absolute(c.misses);
+        metrics::gauge!("llama_scorer_remote_cache_entries").set(c.entries as f64);
+        metrics::gauge!("llama_scorer_remote_cache_bytes").set(c.bytes as f64);
+    }
+    for r in state.policies.remotes() {
+        let s = r.status();
+        metrics::gauge!("llama_scorer_remote_in_flight", "remote" => r.name.clone())
+            .set(s.in_flight as f64);
     }
     if let Some(rss) = resident_bytes() {
         metrics::gauge!("process_resident_memory_bytes").set(rss);

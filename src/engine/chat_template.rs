@@ -10,6 +10,8 @@ use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, Error, ErrorKind, syntax::SyntaxConfig};
 use serde::Serialize;
 
+use super::types::ScoreError;
+
 /// One chat message: `role` and text `content`, plus the optional `name` some templates read.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChatMessage {
@@ -27,6 +29,47 @@ pub struct ChatTemplate {
 }
 
 const NAME: &str = "chat_template";
+
+/// Renders a conversation as a policy's prompt text: the policy's system prompt first (the messages may
+/// then not start with one of their own), then the messages, then the generation prompt. Local and remote
+/// policies render the same way; `why_none` says why a policy without a template has none.
+pub fn render_policy_prompt(
+    template: Option<&ChatTemplate>,
+    system_prompt: Option<&str>,
+    policy: &str,
+    why_none: &str,
+    messages: &[ChatMessage],
+) -> Result<String, ScoreError> {
+    let template = template.ok_or_else(|| {
+        ScoreError::invalid(
+            "messages",
+            format!(
+                "policy `{policy}` has no chat template ({why_none}); send a `prompt` instead"
+            ),
+        )
+    })?;
+    let mut all = Vec::with_capacity(messages.len() + 1);
+    if let Some(system) = system_prompt {
+        if messages.first().is_some_and(|m| m.role == "system") {
+            return Err(ScoreError::invalid(
+                "messages[0]",
+                format!(
+                    "policy `{policy}` defines its own system prompt, so the messages may not start \
+                     with a system message"
+                ),
+            ));
+        }
+        all.push(ChatMessage {
+            role: "system".into(),
+            content: system.to_string(),
+            name: None,
+        });
+    }
+    all.extend_from_slice(messages);
+    template
+        .render(&all, true)
+        .map_err(|e| ScoreError::invalid("messages", format!("chat template: {e:#}")))
+}
 
 impl ChatTemplate {
     /// Compiles `source`; fails on a syntax error (reported at start-up, naming the policy).

@@ -54,7 +54,7 @@ impl Engine {
         }
         // Every context gets at least one thread, so with more contexts than `threads` the decodes
         // oversubscribe the CPU; the log-softmax runs on rayon's pool besides (one thread per core).
-        let threads_per_worker = (cfg.threads / (files.len() * cfg.parallel)).max(1);
+        let threads_per_worker = (cfg.threads / (files.len().max(1) * cfg.parallel)).max(1);
         let cache = cache::ScoreCache::new(cfg.cache).map(Arc::new);
         let mut models = Vec::new();
         for path in files {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::chat_template::{ChatMessage, ChatTemplate};
+use super::chat_template::{ChatMessage, ChatTemplate, render_policy_prompt};
 use super::generate::{GenEvent, GenerateOptions};
 use super::model::{LoadedModel, Scored};
 use super::schedule::JobOptions;
@@ -65,38 +65,13 @@ impl Policy {
     /// Renders a conversation as the policy's prompt text: its system prompt first, then the messages,
     /// then the generation prompt, through the chat template.
     pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, ScoreError> {
-        let template = self.template.as_ref().ok_or_else(|| {
-            ScoreError::invalid(
-                "messages",
-                format!(
-                    "policy `{}` has no chat template (its GGUF has none and the config sets no \
-                     chat_template); send a `prompt` instead",
-                    self.name
-                ),
-            )
-        })?;
-        let mut all = Vec::with_capacity(messages.len() + 1);
-        if let Some(system) = &self.system_prompt {
-            if messages.first().is_some_and(|m| m.role == "system") {
-                return Err(ScoreError::invalid(
-                    "messages[0]",
-                    format!(
-                        "policy `{}` defines its own system prompt, so the messages may not start \
-                         with a system message",
-                        self.name
-                    ),
-                ));
-            }
-            all.push(ChatMessage {
-                role: "system".into(),
-                content: system.clone(),
-                name: None,
-            });
-        }
-        all.extend_from_slice(messages);
-        template
-            .render(&all, true)
-            .map_err(|e| ScoreError::invalid("messages", format!("chat template: {e:#}")))
+        render_policy_prompt(
+            self.template.as_ref(),
+            self.system_prompt.as_deref(),
+            &self.name,
+            "its GGUF has none and the config sets no chat_template",
+            messages,
+        )
     }
 
     /// Tokenizes a prompt (text with control tokens parsed and BOS as the model asks, a rendered chat,

@@ -9,12 +9,14 @@ pub enum RemoteError {
     /// A token of the upstream's joint tokenization of prompt + response straddles the boundary, so no
     /// exact log π(response | prompt) exists in its answer. Offsets are bytes into prompt + response.
     #[error(
-        "items[{item}]: the upstream tokenizes prompt + response with token {token:?} at bytes \
+        "{}: the upstream tokenizes prompt + response with token {token:?} at bytes \
          {start}..{end}, across the prompt/response boundary at byte {boundary}; no exact score exists \
-         for this split (move the boundary to a token edge)"
+         for this split (move the boundary to a token edge)",
+        response_field(*.item)
     )]
     TokenBoundary {
-        item: usize,
+        /// The item's index in a batch; `None` for a request's one inline item.
+        item: Option<usize>,
         token: String,
         start: usize,
         end: usize,
@@ -99,7 +101,7 @@ impl RemoteError {
     /// The field the error is about, for the body's `param` (client errors only).
     pub fn param(&self) -> Option<String> {
         match self {
-            RemoteError::TokenBoundary { item, .. } => Some(format!("items[{item}].response")),
+            RemoteError::TokenBoundary { item, .. } => Some(response_field(*item)),
             RemoteError::InvalidRequest { field, .. } => Some(field.clone()),
             _ => None,
         }
@@ -118,6 +120,35 @@ impl RemoteError {
         self.code()
     }
 
+    /// The same error with item indexes mapped through `place` (a request sent in parts names its items by
+    /// their place in the whole).
+    pub(crate) fn renumbered(self, place: impl Fn(usize) -> usize) -> RemoteError {
+        match self {
+            RemoteError::TokenBoundary {
+                item,
+                token,
+                start,
+                end,
+                boundary,
+            } => RemoteError::TokenBoundary {
+                item: item.map(place),
+                token,
+                start,
+                end,
+                boundary,
+            },
+            RemoteError::InvalidRequest { field, message } => RemoteError::InvalidRequest {
+                field: renumber_item(&field, &place),
+                message,
+            },
+            RemoteError::Malformed { remote, message } => RemoteError::Malformed {
+                remote,
+                message: renumber_item(&message, &place),
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> RemoteError {
         RemoteError::InvalidRequest {
             field: field.into(),
@@ -126,9 +157,33 @@ impl RemoteError {
     }
 }
 
+/// The field a token-boundary error is about: the item's response.
+fn response_field(item: Option<usize>) -> String {
+    match item {
+        Some(i) => format!("items[{i}].response"),
+        None => "response".into(),
+    }
+}
+
+/// `items[K]…` with K mapped through `place`; anything else unchanged.
+fn renumber_item(text: &str, place: &impl Fn(usize) -> usize) -> String {
+    text.strip_prefix("items[")
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(k, tail)| Some(format!("items[{}]{tail}", place(k.parse().ok()?))))
+        .unwrap_or_else(|| text.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_name_items_by_their_place_in_the_whole() {
+        let e = RemoteError::invalid("items[1].prompt", "x").renumbered(|k| [4, 7][k]);
+        assert_eq!(e.param().as_deref(), Some("items[7].prompt"));
+        let e = RemoteError::invalid("temperature", "x").renumbered(|k| k + 1);
+        assert_eq!(e.param().as_deref(), Some("temperature"));
+    }
 
     #[test]
     fn only_the_clients_faults_are_4xx() {
@@ -172,7 +227,7 @@ mod tests {
             assert!(e.code().starts_with("upstream_"), "{e}");
         }
         let b = RemoteError::TokenBoundary {
-            item: 0,
+            item: Some(0),
             token: "world".into(),
             start: 6,
             end: 11,

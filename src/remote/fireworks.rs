@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use super::boundary::{self, Misfit};
 use super::error::RemoteError;
 use super::retry::Caller;
-use super::{RemoteItemScore, RemoteScoreRequest, RemoteScored, RemoteToken, RemoteTop};
+use super::{RemoteScoreRequest, RemoteScored};
+use crate::report::{ItemReport, TokenReport, TopReport};
 use crate::engine::{ItemInput, PromptInput, ResponseInput, ScoreOptions};
 
 /// Scores each item with its own completions call (bounded by the scorer's concurrency limit).
@@ -52,7 +53,7 @@ pub(crate) async fn score(
                     let answer = caller.post(url, &body, deadline).await?;
                     read(&answer, &full, prompt.len()).map_err(|m| match m {
                         Misfit::Straddle { token, start, end } => RemoteError::TokenBoundary {
-                            item: i,
+                            item: Some(i),
                             token,
                             start,
                             end,
@@ -123,7 +124,7 @@ fn body(model: &str, full: &str, options: &ScoreOptions) -> Value {
 }
 
 /// Reads the echo of `full` and scores the tokens from byte `boundary` on.
-fn read(answer: &Value, full: &str, boundary: usize) -> Result<RemoteItemScore, Misfit> {
+fn read(answer: &Value, full: &str, boundary: usize) -> Result<ItemReport, Misfit> {
     let bad = |m: &str| Misfit::Mismatch(m.to_string());
     let lp = answer
         .pointer("/choices/0/logprobs")
@@ -176,12 +177,12 @@ fn read(answer: &Value, full: &str, boundary: usize) -> Result<RemoteItemScore, 
             })?;
         sum += logprob;
         let span = spans[k];
-        let mut top: Vec<RemoteTop> = tops
+        let mut top: Vec<TopReport> = tops
             .and_then(|t| t[k].as_object())
             .map(|m| {
                 m.iter()
                     .filter_map(|(text, v)| {
-                        Some(RemoteTop {
+                        Some(TopReport {
                             token: text.clone(),
                             token_id: None,
                             bytes: None,
@@ -193,19 +194,19 @@ fn read(answer: &Value, full: &str, boundary: usize) -> Result<RemoteItemScore, 
             })
             .unwrap_or_default();
         top.sort_by(|a, b| b.logprob.total_cmp(&a.logprob));
-        out.push(RemoteToken {
+        out.push(TokenReport {
             token: tokens[k].clone(),
             token_id: ids.and_then(|a| a[k].as_i64()),
             bytes: span
                 .exact
                 .then(|| full.as_bytes()[span.start..span.end].to_vec()),
-            text_offset: span.start - boundary,
+            text_offset: span.start,
             logprob: Some(logprob),
             sampling_logprob: None,
             top_logprobs: top,
         });
     }
-    Ok(RemoteItemScore {
+    Ok(ItemReport {
         logprob: sum,
         sampling_logprob: None,
         prompt_logprob: None,
@@ -213,7 +214,7 @@ fn read(answer: &Value, full: &str, boundary: usize) -> Result<RemoteItemScore, 
         response_tokens: n - first,
         scored_tokens: n - first,
         tokens: out,
-        raw: None,
+        cached: false,
     })
 }
 
@@ -243,7 +244,7 @@ mod tests {
         assert_eq!(s.logprob, -1.75);
         assert_eq!((s.prompt_tokens, s.response_tokens), (1, 2));
         assert_eq!(s.sampling_logprob, None);
-        assert_eq!(s.tokens[1].text_offset, 6);
+        assert_eq!(s.tokens[1].text_offset, 11);
         assert_eq!(s.tokens[1].bytes.as_deref(), Some(&b"!"[..]));
     }
 

@@ -4,6 +4,7 @@
 //! free of HTTP-framework types: the API layer maps [`RemoteError`] to statuses.
 
 mod boundary;
+mod cache;
 mod error;
 mod fireworks;
 mod native;
@@ -11,15 +12,18 @@ mod retry;
 mod settings;
 mod status;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
+pub use cache::RemoteCache;
 pub use error::RemoteError;
 pub use settings::{ApiKey, FIREWORKS_BASE_URL, Provider, RemoteSettings};
 pub use status::{RemoteFailure, RemoteStatus};
 
+use serde_json::Value;
+
 use crate::engine::{ItemInput, ScoreOptions};
+use crate::report::ItemReport;
 use retry::Caller;
 use status::Stats;
 
@@ -37,55 +41,7 @@ pub struct RemoteScoreRequest {
 /// The answer, one entry per item in request order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteScored {
-    pub items: Vec<RemoteItemScore>,
-}
-
-/// The scores of one item, as the upstream gave them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RemoteItemScore {
-    /// log π(response | prompt) at temperature 1: the upstream's own total (llama_scorer), or the f64
-    /// sum of the response tokens' log-probs in order (completions providers).
-    pub logprob: f64,
-    /// The same at the request's temperature, only where the upstream computes it; never the T = 1
-    /// value relabelled.
-    pub sampling_logprob: Option<f64>,
-    /// Sum over echoed prompt tokens (llama_scorer with `echo` only).
-    pub prompt_logprob: Option<f64>,
-    pub prompt_tokens: usize,
-    pub response_tokens: usize,
-    /// Tokens whose log-probs make up `logprob`.
-    pub scored_tokens: usize,
-    /// Per-token detail: the response's tokens (and the echoed prompt's, llama_scorer with `echo`).
-    pub tokens: Vec<RemoteToken>,
-    /// The upstream's item object verbatim (llama_scorer only), to pass on unchanged.
-    pub raw: Option<Value>,
-}
-
-/// One token's scores.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RemoteToken {
-    pub token: String,
-    /// Known when the upstream reports ids.
-    pub token_id: Option<i64>,
-    /// Exact bytes, when known (not for a token holding part of a UTF-8 character on a completions API).
-    pub bytes: Option<Vec<u8>>,
-    /// Byte offset of the token in the response (llama_scorer: as the upstream reports it).
-    pub text_offset: usize,
-    /// `None` only for an echoed first token, which has no context.
-    pub logprob: Option<f64>,
-    pub sampling_logprob: Option<f64>,
-    /// The most likely alternatives, most likely first.
-    pub top_logprobs: Vec<RemoteTop>,
-}
-
-/// One alternative at a position.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RemoteTop {
-    pub token: String,
-    pub token_id: Option<i64>,
-    pub bytes: Option<Vec<u8>>,
-    pub logprob: f64,
-    pub sampling_logprob: Option<f64>,
+    pub items: Vec<ItemReport>,
 }
 
 /// A client of one remote policy: holds the HTTP connection pool, the concurrency limit and the health
@@ -96,6 +52,9 @@ pub struct RemoteScorer {
     client: reqwest::Client,
     slots: tokio::sync::Semaphore,
     stats: Stats,
+    cache: Option<Arc<RemoteCache>>,
+    /// Provider, URL and model: the cache's name for this upstream.
+    upstream: Arc<str>,
 }
 
 impl std::fmt::Debug for RemoteScorer {
@@ -120,10 +79,18 @@ impl RemoteScorer {
         Ok(RemoteScorer {
             slots: tokio::sync::Semaphore::new(settings.max_concurrency),
             stats: Stats::default(),
+            cache: None,
+            upstream: cache::upstream_id(&settings, &base_url),
             settings,
             base_url,
             client,
         })
+    }
+
+    /// The same scorer, keeping its answers in `cache` (shared by every remote policy of a process).
+    pub fn with_cache(mut self, cache: Option<Arc<RemoteCache>>) -> RemoteScorer {
+        self.cache = cache;
+        self
     }
 
     /// The settings this scorer was built from.
@@ -132,8 +99,46 @@ impl RemoteScorer {
     }
 
     /// Scores every item of `req` before `deadline`, or says why not (the first failing item's error;
-    /// nothing partial is returned).
+    /// nothing partial is returned). Items found in the cache are not sent again.
     pub async fn score(
+        &self,
+        req: &RemoteScoreRequest,
+        deadline: Instant,
+    ) -> Result<RemoteScored, RemoteError> {
+        let Some(cache) = &self.cache else {
+            return self.call(req, deadline).await;
+        };
+        let keys: Vec<_> = req
+            .items
+            .iter()
+            .map(|item| cache::RemoteKey::new(&self.upstream, item, &req.options))
+            .collect();
+        let mut found = Vec::with_capacity(keys.len());
+        for key in &keys {
+            found.push(cache.get(key).await);
+        }
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
+        if !missing.is_empty() {
+            let sub = RemoteScoreRequest {
+                items: missing.iter().map(|&i| req.items[i].clone()).collect(),
+                options: req.options.clone(),
+            };
+            let fresh = self.call(&sub, deadline).await.map_err(|e| {
+                // Errors name items by their place in the request the client sent.
+                e.renumbered(|k| missing[k])
+            })?;
+            for (&i, report) in missing.iter().zip(fresh.items) {
+                cache.insert(keys[i].clone(), &report).await;
+                found[i] = Some(report);
+            }
+        }
+        Ok(RemoteScored {
+            items: found.into_iter().map(|r| r.expect("every item was found or scored")).collect(),
+        })
+    }
+
+    /// One upstream scoring call for every item of `req`, recorded for `/ready`.
+    async fn call(
         &self,
         req: &RemoteScoreRequest,
         deadline: Instant,
@@ -149,6 +154,39 @@ impl RemoteScorer {
                 fireworks::score(&caller, &self.base_url, req, deadline).await
             }
         };
+        self.stats.record(&self.settings.name, &result);
+        result
+    }
+
+    /// Forwards an OpenAI/Fireworks-shaped request (`endpoint` = `completions` or `chat/completions`) to
+    /// the upstream as the remote model, and returns its answer under the policy's own name: for clients
+    /// of the compatibility endpoints a remote policy behaves like a local one.
+    pub async fn forward(
+        &self,
+        endpoint: &str,
+        mut body: Value,
+        deadline: Instant,
+    ) -> Result<Value, RemoteError> {
+        body["model"] = Value::String(self.settings.model.clone());
+        let url = match self.settings.provider {
+            Provider::LlamaScorer => format!("{}/v1/{endpoint}", self.base_url),
+            Provider::Fireworks | Provider::Openai => format!("{}/{endpoint}", self.base_url),
+        };
+        let caller = Caller {
+            client: &self.client,
+            settings: &self.settings,
+            slots: &self.slots,
+        };
+        let result = caller.post(&url, &body, deadline).await.and_then(|mut v| {
+            if !v.is_object() {
+                return Err(RemoteError::Malformed {
+                    remote: self.settings.name.clone(),
+                    message: "the answer is not a JSON object".into(),
+                });
+            }
+            v["model"] = Value::String(self.settings.name.clone());
+            Ok(v)
+        });
         self.stats.record(&self.settings.name, &result);
         result
     }

@@ -8,7 +8,8 @@ use serde_json::{Map, Value, json};
 
 use super::error::RemoteError;
 use super::retry::Caller;
-use super::{RemoteItemScore, RemoteScoreRequest, RemoteScored, RemoteToken, RemoteTop};
+use super::{RemoteScoreRequest, RemoteScored};
+use crate::report::{ItemReport, TokenReport, TopReport};
 use crate::engine::{ItemInput, PromptInput, ResponseInput};
 
 /// Forwards the whole request as one native call.
@@ -36,8 +37,8 @@ pub(crate) async fn score(
     })
 }
 
-/// One item in the native wire form.
-fn item(input: &ItemInput) -> Value {
+/// One item in the native wire form (also the remote cache's key for it).
+pub(crate) fn item(input: &ItemInput) -> Value {
     let mut m = Map::new();
     match &input.prompt {
         PromptInput::Text(p) => m.insert("prompt".into(), json!(p)),
@@ -79,7 +80,7 @@ fn read(answer: &Value, n: usize) -> Result<RemoteScored, String> {
     Ok(RemoteScored { items })
 }
 
-fn read_item(v: &Value, i: usize) -> Result<RemoteItemScore, String> {
+fn read_item(v: &Value, i: usize) -> Result<ItemReport, String> {
     if let Some(index) = v.get("index").and_then(Value::as_u64)
         && index as usize != i
     {
@@ -89,7 +90,7 @@ fn read_item(v: &Value, i: usize) -> Result<RemoteItemScore, String> {
         .pointer("/logprobs/content")
         .and_then(Value::as_array)
         .ok_or("no `logprobs.content` array")?;
-    Ok(RemoteItemScore {
+    Ok(ItemReport {
         logprob: number(v, "logprob")?,
         sampling_logprob: Some(number(v, "sampling_logprob")?),
         prompt_logprob: v.get("prompt_logprob").and_then(Value::as_f64),
@@ -97,17 +98,17 @@ fn read_item(v: &Value, i: usize) -> Result<RemoteItemScore, String> {
         response_tokens: count(v, "response_tokens")?,
         scored_tokens: count(v, "scored_tokens")?,
         tokens: content.iter().map(token).collect::<Result<_, _>>()?,
-        raw: Some(v.clone()),
+        cached: v.get("cached").and_then(Value::as_bool).unwrap_or(false),
     })
 }
 
-fn token(v: &Value) -> Result<RemoteToken, String> {
+fn token(v: &Value) -> Result<TokenReport, String> {
     let tops = match v.get("top_logprobs") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a.iter().map(top).collect::<Result<_, _>>()?,
         Some(_) => return Err("`top_logprobs` is not an array".into()),
     };
-    Ok(RemoteToken {
+    Ok(TokenReport {
         token: text(v)?,
         token_id: v.get("token_id").and_then(Value::as_i64),
         bytes: bytes(v),
@@ -118,8 +119,8 @@ fn token(v: &Value) -> Result<RemoteToken, String> {
     })
 }
 
-fn top(v: &Value) -> Result<RemoteTop, String> {
-    Ok(RemoteTop {
+fn top(v: &Value) -> Result<TopReport, String> {
+    Ok(TopReport {
         token: text(v)?,
         token_id: v.get("token_id").and_then(Value::as_i64),
         bytes: bytes(v),

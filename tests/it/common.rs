@@ -261,8 +261,19 @@ fn start_with(config: &Path, hold: Option<&Hold>) -> Running {
 /// Runs `llama-scorer serve --threads 2 --port P ARGS` (held by `hold` if given) and waits until `/health`
 /// answers; every test that needs a separate server process starts it here.
 pub fn serve_with(args: &[&std::ffi::OsStr], hold: Option<&Hold>) -> Running {
-    let port = free_port();
+    serve_on(free_port(), args, &[], hold)
+}
+
+/// [`serve_with`] on a given port (a test that restarts a server where its clients expect it) and with
+/// extra environment variables.
+pub fn serve_on(
+    port: u16,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+    hold: Option<&Hold>,
+) -> Running {
     let mut command = binary();
+    command.envs(env.iter().copied());
     if let Some(h) = hold {
         command.env(llama_scorer::engine::HOLD_ENV, &h.0);
     }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::choice;
 use super::params::{LogprobsMode, StreamOptions, parse_with_sampling};
 use super::stream::ChoiceEvent;
-use super::{ChunkHeader, StreamPlan, plan_choices, stream_response};
+use super::{ChunkHeader, StreamPlan, local_or_forward, plan_choices, stream_response};
 use crate::api::{ApiError, AppState, new_id, unix_time};
 use crate::engine::PromptInput;
 use crate::engine::chat_template::ChatMessage;
@@ -45,8 +45,12 @@ pub async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body_bytes = body.as_ref().map_or(0, |b| b.len());
+    let raw = body.as_ref().ok().cloned();
     let (req, sampling_fields) = parse_with_sampling::<ChatRequest>(body)?;
-    let policy = state.policy(&req.model)?.clone();
+    let policy = match local_or_forward(&state, &req.model, "chat/completions", raw, req.stream).await? {
+        Ok(local) => local,
+        Err(forwarded) => return Ok(forwarded),
+    };
     let mode = LogprobsMode::for_chat(req.logprobs, req.top_logprobs)?;
     let sampling = sampling_fields.validate(&policy, policy.n_ctx as u32)?;
     if req.messages.is_empty() {

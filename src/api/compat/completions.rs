@@ -16,7 +16,7 @@ use super::choice::{self, ChoiceOutcome, chars_in};
 use super::params::LogprobsMode;
 use super::params::{StreamOptions, parse_with_sampling};
 use super::stream::ChoiceEvent;
-use super::{ChunkHeader, StreamPlan, plan_choices, stream_response};
+use super::{ChunkHeader, StreamPlan, local_or_forward, plan_choices, stream_response};
 use crate::api::{ApiError, AppState, new_id, unix_time};
 use crate::engine::PromptInput;
 use crate::engine::vocab::Vocabulary;
@@ -144,8 +144,12 @@ pub async fn completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body_bytes = body.as_ref().map_or(0, |b| b.len());
+    let raw = body.as_ref().ok().cloned();
     let (req, sampling_fields) = parse_with_sampling::<CompletionRequest>(body)?;
-    let policy = state.policy(&req.model)?.clone();
+    let policy = match local_or_forward(&state, &req.model, "completions", raw, req.stream).await? {
+        Ok(local) => local,
+        Err(forwarded) => return Ok(forwarded),
+    };
     let mode = LogprobsMode::for_completions(&req.logprobs, req.top_logprobs)?;
     let sampling = sampling_fields.validate(&policy, 16)?;
     let inputs = prompts(&req.prompt)?;

@@ -9,14 +9,16 @@ pub mod stream;
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use self::choice::{ChoiceOutcome, ChoicePlan};
 use self::params::Validated;
 use self::stream::ChoiceEvent;
-use crate::api::ApiError;
-use crate::api::prepare::prepare_where_cheapest;
+use crate::api::{ApiError, AppState};
+use crate::served::{RemotePolicy, ServedPolicy, prepare_where_cheapest};
 use crate::engine::{Policy, PreparedItem, PromptInput, ScoreError};
 use crate::request_policy::{choice_seed, fit_max_tokens};
 
@@ -95,6 +97,37 @@ pub async fn plan_choices(
         }
     }
     Ok((plans, Usage::new(prompt_tokens, 0)))
+}
+
+/// The local policy a compatibility request names; a remote one gets the request forwarded instead
+/// (`Err(Ok(response))`): the body as the client sent it (already checked against this API's fields),
+/// the upstream's answer under the policy's own name.
+pub async fn local_or_forward(
+    state: &AppState,
+    model: &str,
+    endpoint: &str,
+    raw: Option<Bytes>,
+    stream: bool,
+) -> Result<Result<Arc<Policy>, Response>, ApiError> {
+    let remote: Arc<RemotePolicy> = match state.policy(model)? {
+        ServedPolicy::Local(p) => return Ok(Ok(p.clone())),
+        ServedPolicy::Remote(r) => r.clone(),
+    };
+    if stream {
+        return Err(ApiError::invalid(
+            "stream",
+            format!(
+                "policy `{model}` is served by a remote {} API, through which this server does not \
+                 stream; send `stream: false`",
+                remote.provider()
+            ),
+        ));
+    }
+    let body: Value = raw
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| ApiError::invalid("", "the body is not a JSON object"))?;
+    let answer = remote.forward(endpoint, body, state.deadline()).await?;
+    Ok(Err(axum::Json(answer).into_response()))
 }
 
 /// Completions take token-id prompts in `prompt`: name that field as the client wrote it.

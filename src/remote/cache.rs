@@ -1,0 +1,110 @@
+//! The response cache for remote answers: one item's scores by everything sent upstream for it (provider,
+//! URL, remote model, the item exactly as sent, and the options), bounded in bytes like the local cache.
+//! A hit returns the very report an earlier call produced, so its numbers are the same bits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::native;
+use super::settings::RemoteSettings;
+use crate::engine::cache::CacheStats;
+use crate::engine::{CacheSettings, ItemInput, ScoreOptions};
+use crate::report::ItemReport;
+
+/// Everything that determines a remote item's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct RemoteKey {
+    /// Provider, resolved base URL and remote model.
+    upstream: Arc<str>,
+    /// The item in the native wire form, serialized (the rendered prompt text for completions providers).
+    item: String,
+    top_logprobs: usize,
+    echo: bool,
+    score_end_of_turn: bool,
+    temperature_bits: u64,
+}
+
+impl RemoteKey {
+    /// The key of `item` sent to `upstream` (see [`upstream_id`]) with `options`.
+    pub fn new(upstream: &Arc<str>, item: &ItemInput, options: &ScoreOptions) -> RemoteKey {
+        RemoteKey {
+            upstream: upstream.clone(),
+            item: native::item(item).to_string(),
+            top_logprobs: options.top_logprobs,
+            echo: options.echo,
+            score_end_of_turn: options.score_end_of_turn,
+            temperature_bits: options.temperature.to_bits(),
+        }
+    }
+
+    fn weight(&self) -> usize {
+        std::mem::size_of::<RemoteKey>() + self.item.len()
+    }
+}
+
+/// The part of the key that names the upstream: provider, URL and model (not the policy's name, so two
+/// policies calling the same remote model share entries; not the key, which does not change numbers).
+pub(crate) fn upstream_id(settings: &RemoteSettings, base_url: &str) -> Arc<str> {
+    format!("{}\u{0}{base_url}\u{0}{}", settings.provider, settings.model).into()
+}
+
+/// Remote answers shared by every remote policy of a process.
+pub struct RemoteCache {
+    entries: moka::future::Cache<RemoteKey, Arc<ItemReport>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl RemoteCache {
+    /// A cache for `settings`, or `None` when its budget is 0.
+    pub fn new(settings: CacheSettings) -> Option<RemoteCache> {
+        if settings.max_bytes == 0 {
+            return None;
+        }
+        let mut builder = moka::future::Cache::builder()
+            .max_capacity(settings.max_bytes)
+            .weigher(|k: &RemoteKey, v: &Arc<ItemReport>| {
+                u32::try_from(k.weight() + v.approx_bytes()).unwrap_or(u32::MAX)
+            });
+        if let Some(ttl) = settings.ttl {
+            builder = builder.time_to_live(ttl);
+        }
+        Some(RemoteCache {
+            entries: builder.build(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    /// The cached report, marked `cached`, if any (counted as a hit or a miss).
+    pub(crate) async fn get(&self, key: &RemoteKey) -> Option<ItemReport> {
+        match self.entries.get(key).await {
+            Some(found) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                let mut report = (*found).clone();
+                report.cached = true;
+                Some(report)
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Keeps a fresh answer.
+    pub(crate) async fn insert(&self, key: RemoteKey, report: &ItemReport) {
+        self.entries.insert(key, Arc::new(report.clone())).await;
+    }
+
+    /// Counters and size for `/ready`.
+    pub async fn stats(&self) -> CacheStats {
+        self.entries.run_pending_tasks().await;
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.entries.entry_count(),
+            bytes: self.entries.weighted_size(),
+        }
+    }
+}
