@@ -447,7 +447,8 @@ fn validate_policy(name: &str, e: PolicyEntry, base: &Path) -> Result<Validated,
     let temperature = e.temperature.unwrap_or(1.0);
     check_temperature(temperature).map_err(|m| field("temperature", m))?;
     if let Some(provider) = provider {
-        return validate_remote(name, provider, e, temperature).map(|r| Validated::Remote(Box::new(r)));
+        return validate_remote(name, provider, e, temperature)
+            .map(|r| Validated::Remote(Box::new(r)));
     }
     let remote_only = [
         ("base_url", e.base_url.is_some()),
@@ -504,7 +505,10 @@ fn validate_remote(
     temperature: f64,
 ) -> Result<RemotePolicySettings, ConfigError> {
     let field = |f: &str, msg: String| err(format!("policies.{name}.{f}: {msg}"));
-    let local_only = [("n_ctx", e.n_ctx.is_some()), ("n_gpu_layers", e.n_gpu_layers.is_some())];
+    let local_only = [
+        ("n_ctx", e.n_ctx.is_some()),
+        ("n_gpu_layers", e.n_gpu_layers.is_some()),
+    ];
     if let Some((f, _)) = local_only.iter().find(|(_, set)| *set) {
         return Err(field(
             f,
@@ -566,7 +570,9 @@ fn validate_remote(
     }
     remote.validate().map_err(|m| {
         // `remote policy `p`: base_url ...` → name the field the way the file does.
-        let m = m.trim_start_matches(&format!("remote policy `{name}`: ")).to_string();
+        let m = m
+            .trim_start_matches(&format!("remote policy `{name}`: "))
+            .to_string();
         let f = ["base_url", "model", "timeout", "max_concurrency"]
             .into_iter()
             .find(|f| m.contains(f))
@@ -664,6 +670,93 @@ mod tests {
                 "{yaml:?}: message {e:?} lacks {needle:?}"
             );
         }
+    }
+
+    #[test]
+    fn remote_policies_are_validated_field_by_field() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_gguf(dir.path());
+        let cases = [
+            (
+                "policies:\n  r: {provider: openai, model: m, api_key_env: ''}\n",
+                "policies.r.base_url: provider `openai` needs a `base_url`",
+            ),
+            (
+                "policies:\n  r: {provider: llama_scorer, model: m, base_url: 'ftp://h'}\n",
+                "policies.r.base_url",
+            ),
+            (
+                "policies:\n  r: {provider: fireworks, model: m, api_key_env: LLAMA_SCORER_UNIT_UNSET_VAR}\n",
+                "policies.r.api_key_env: the environment variable `LLAMA_SCORER_UNIT_UNSET_VAR`",
+            ),
+            (
+                "policies:\n  r: {provider: llama_scorer, model: m, base_url: 'http://h', n_ctx: 64}\n",
+                "policies.r.n_ctx: applies to llama_cpp policies only",
+            ),
+            (
+                "policies:\n  r: {provider: llama_scorer, model: m, base_url: 'http://h', chat_template: x}\n",
+                "policies.r.chat_template",
+            ),
+            (
+                "policies:\n  r: {provider: llama_scorer, model: m, base_url: 'http://h', max_concurrency: 0}\n",
+                "policies.r.max_concurrency",
+            ),
+            (
+                "policies:\n  r: {provider: llama_scorer, model: m, base_url: 'http://h', timeout_secs: 0}\n",
+                "policies.r.timeout_secs",
+            ),
+            (
+                "policies:\n  r: {provider: llama_scorer, model: m, base_url: 'http://h', temperature: 0}\n",
+                "policies.r.temperature",
+            ),
+            (
+                "policies:\n  l: {model: m.gguf, base_url: 'http://h'}\n",
+                "policies.l.base_url: applies to remote providers only",
+            ),
+        ];
+        for (yaml, needle) in cases {
+            let e = load(dir.path(), yaml).expect_err(yaml).to_string();
+            assert!(
+                e.contains(needle),
+                "{yaml:?}: message {e:?} lacks {needle:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_mixed_file_keeps_its_order_and_the_key_comes_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_gguf(dir.path());
+        // PATH is set in every test environment; it stands in for a key variable.
+        let cfg = load(
+            dir.path(),
+            "policies:\n  p0: {provider: fireworks, model: accounts/x/models/y, temperature: 0.5, \
+             api_key_env: PATH}\n  pi_clone: {provider: llama_cpp, model: m.gguf, temperature: 0.5, seed: 42}\n  \
+             far: {provider: llama_scorer, model: big, base_url: 'http://gpu-box:8080/', timeout_secs: 9, \
+             max_retries: 1, max_concurrency: 3}\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.policy_order, ["p0", "pi_clone", "far"]);
+        assert_eq!(cfg.policies.len(), 1);
+        let [p0, far] = &cfg.remote_policies[..] else {
+            panic!("{:?}", cfg.remote_policies)
+        };
+        assert_eq!(p0.remote.provider, Provider::Fireworks);
+        assert_eq!(
+            p0.remote.resolved_base_url().unwrap(),
+            crate::remote::FIREWORKS_BASE_URL
+        );
+        assert_eq!(
+            p0.remote.api_key.as_ref().map(|k| k.expose().to_string()),
+            std::env::var("PATH").ok().map(|v| v.trim().to_string())
+        );
+        assert_eq!(p0.temperature, 0.5);
+        assert!(
+            far.remote.api_key.is_none(),
+            "llama_scorer sends no key unless told"
+        );
+        assert_eq!(far.remote.timeout, std::time::Duration::from_secs(9));
+        assert_eq!((far.remote.max_retries, far.remote.max_concurrency), (1, 3));
     }
 
     #[test]

@@ -43,9 +43,7 @@ pub fn render_policy_prompt(
     let template = template.ok_or_else(|| {
         ScoreError::invalid(
             "messages",
-            format!(
-                "policy `{policy}` has no chat template ({why_none}); send a `prompt` instead"
-            ),
+            format!("policy `{policy}` has no chat template ({why_none}); send a `prompt` instead"),
         )
     })?;
     let mut all = Vec::with_capacity(messages.len() + 1);

@@ -45,7 +45,11 @@ impl RemoteKey {
 /// The part of the key that names the upstream: provider, URL and model (not the policy's name, so two
 /// policies calling the same remote model share entries; not the key, which does not change numbers).
 pub(crate) fn upstream_id(settings: &RemoteSettings, base_url: &str) -> Arc<str> {
-    format!("{}\u{0}{base_url}\u{0}{}", settings.provider, settings.model).into()
+    format!(
+        "{}\u{0}{base_url}\u{0}{}",
+        settings.provider, settings.model
+    )
+    .into()
 }
 
 /// Remote answers shared by every remote policy of a process.

@@ -11,8 +11,8 @@ use super::boundary::{self, Misfit};
 use super::error::RemoteError;
 use super::retry::Caller;
 use super::{RemoteScoreRequest, RemoteScored};
-use crate::report::{ItemReport, TokenReport, TopReport};
 use crate::engine::{ItemInput, PromptInput, ResponseInput, ScoreOptions};
+use crate::report::{ItemReport, TokenReport, TopReport};
 
 /// Scores each item with its own completions call (bounded by the scorer's concurrency limit).
 pub(crate) async fn score(

@@ -121,7 +121,7 @@ impl RemoteScorer {
         if !missing.is_empty() {
             let sub = RemoteScoreRequest {
                 items: missing.iter().map(|&i| req.items[i].clone()).collect(),
-                options: req.options.clone(),
+                options: req.options,
             };
             let fresh = self.call(&sub, deadline).await.map_err(|e| {
                 // Errors name items by their place in the request the client sent.
@@ -133,7 +133,10 @@ impl RemoteScorer {
             }
         }
         Ok(RemoteScored {
-            items: found.into_iter().map(|r| r.expect("every item was found or scored")).collect(),
+            items: found
+                .into_iter()
+                .map(|r| r.expect("every item was found or scored"))
+                .collect(),
         })
     }
 

@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 use super::error::RemoteError;
 use super::retry::Caller;
 use super::{RemoteScoreRequest, RemoteScored};
-use crate::report::{ItemReport, TokenReport, TopReport};
 use crate::engine::{ItemInput, PromptInput, ResponseInput};
+use crate::report::{ItemReport, TokenReport, TopReport};
 
 /// Forwards the whole request as one native call.
 pub(crate) async fn score(

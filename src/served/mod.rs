@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 pub use prepare::prepare_where_cheapest;
 pub use remote_policy::{RemotePolicy, RemotePolicySettings};
 
-use crate::engine::{CacheSettings, Engine, ItemInput, Policy, PreparedItem, ScoreError, ScoreOptions};
+use crate::engine::{
+    CacheSettings, Engine, ItemInput, Policy, PreparedItem, ScoreError, ScoreOptions,
+};
 use crate::remote::{RemoteCache, RemoteError};
 use crate::report::ItemReport;
 
@@ -200,7 +202,7 @@ async fn score_local(policy: &Arc<Policy>, req: ScoreRequest) -> Result<Scores, 
     } = req;
     let p = policy.clone();
     let tokenize_started = Instant::now();
-    let opts = options.clone();
+    let opts = options;
     let prepared: Vec<Arc<PreparedItem>> = prepare_where_cheapest(body_bytes, move || {
         items
             .iter()
@@ -219,7 +221,11 @@ async fn score_local(policy: &Arc<Policy>, req: ScoreRequest) -> Result<Scores, 
     .await?;
     let tokenize = tokenize_started.elapsed();
     let scored = policy.score(prepared.clone(), &options).await?;
-    let queue = scored.iter().map(|s| s.times.queue).max().unwrap_or_default();
+    let queue = scored
+        .iter()
+        .map(|s| s.times.queue)
+        .max()
+        .unwrap_or_default();
     let compute = scored.iter().map(|s| s.times.compute).sum();
     let vocab = &policy.model.vocab;
     let items = prepared
@@ -229,7 +235,11 @@ async fn score_local(policy: &Arc<Policy>, req: ScoreRequest) -> Result<Scores, 
         .collect();
     Ok(Scores {
         items,
-        stages: vec![("tokenize", tokenize), ("queue", queue), ("compute", compute)],
+        stages: vec![
+            ("tokenize", tokenize),
+            ("queue", queue),
+            ("compute", compute),
+        ],
     })
 }
 
@@ -262,7 +272,12 @@ impl Policies {
                 remote_cache.clone(),
             )?)));
         }
-        let rank = |p: &ServedPolicy| order.iter().position(|n| n == p.name()).unwrap_or(usize::MAX);
+        let rank = |p: &ServedPolicy| {
+            order
+                .iter()
+                .position(|n| n == p.name())
+                .unwrap_or(usize::MAX)
+        };
         all.sort_by_key(rank);
         let mut by_name = HashMap::new();
         for (i, p) in all.iter().enumerate() {

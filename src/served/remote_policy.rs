@@ -100,7 +100,7 @@ impl RemotePolicy {
         };
         let req = RemoteScoreRequest {
             items,
-            options: options.clone(),
+            options: *options,
         };
         Ok(self.scorer.score(&req, deadline).await?.items)
     }
@@ -149,7 +149,9 @@ impl RemotePolicy {
 /// A rendering error of item `i`, as a remote error naming `items[i]`.
 fn at_item(e: ScoreError, i: usize) -> RemoteError {
     match e.within(&format!("items[{i}]")) {
-        ScoreError::InvalidInput { field, message } => RemoteError::InvalidRequest { field, message },
+        ScoreError::InvalidInput { field, message } => {
+            RemoteError::InvalidRequest { field, message }
+        }
         other => RemoteError::InvalidRequest {
             field: format!("items[{i}]"),
             message: other.to_string(),

@@ -15,3 +15,4 @@ mod origin;
 mod page;
 mod prefix;
 mod remote;
+mod remote_policies;

@@ -47,10 +47,11 @@ pub async fn chat_completions(
     let body_bytes = body.as_ref().map_or(0, |b| b.len());
     let raw = body.as_ref().ok().cloned();
     let (req, sampling_fields) = parse_with_sampling::<ChatRequest>(body)?;
-    let policy = match local_or_forward(&state, &req.model, "chat/completions", raw, req.stream).await? {
-        Ok(local) => local,
-        Err(forwarded) => return Ok(forwarded),
-    };
+    let policy =
+        match local_or_forward(&state, &req.model, "chat/completions", raw, req.stream).await? {
+            Ok(local) => local,
+            Err(forwarded) => return Ok(forwarded),
+        };
     let mode = LogprobsMode::for_chat(req.logprobs, req.top_logprobs)?;
     let sampling = sampling_fields.validate(&policy, policy.n_ctx as u32)?;
     if req.messages.is_empty() {

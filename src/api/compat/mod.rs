@@ -18,9 +18,9 @@ use self::choice::{ChoiceOutcome, ChoicePlan};
 use self::params::Validated;
 use self::stream::ChoiceEvent;
 use crate::api::{ApiError, AppState};
-use crate::served::{RemotePolicy, ServedPolicy, prepare_where_cheapest};
 use crate::engine::{Policy, PreparedItem, PromptInput, ScoreError};
 use crate::request_policy::{choice_seed, fit_max_tokens};
+use crate::served::{RemotePolicy, ServedPolicy, prepare_where_cheapest};
 
 pub use crate::api::Usage;
 
