@@ -3,6 +3,7 @@
 //! logprobs, exact only when a token edge falls at the prompt/response boundary). Beside the engine,
 //! free of HTTP-framework types: the API layer maps [`RemoteError`] to statuses.
 
+mod affinity;
 mod boundary;
 mod cache;
 mod error;
@@ -15,6 +16,7 @@ mod status;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use affinity::{AFFINITY_HEADER, affinity_key};
 pub use cache::RemoteCache;
 pub use error::RemoteError;
 pub use settings::{ApiKey, FIREWORKS_BASE_URL, Provider, RemoteSettings};

@@ -4,7 +4,11 @@
 
 use std::time::Instant;
 
+use futures_util::future::try_join_all;
+use indexmap::IndexMap;
 use serde_json::{Map, Value, json};
+
+use super::affinity::{affinity_key, prompt_of};
 
 use super::error::RemoteError;
 use super::retry::Caller;
@@ -12,28 +16,56 @@ use super::{RemoteScoreRequest, RemoteScored};
 use crate::engine::{ItemInput, PromptInput, ResponseInput};
 use crate::report::{ItemReport, TokenReport, TopReport};
 
-/// Forwards the whole request as one native call.
+/// Forwards the request as one native call per distinct prompt (in parallel, within the scorer's
+/// concurrency limit), each with its prompt's affinity key, so a balanced fleet keeps one prompt's
+/// responses on one replica; the answers are put back in request order.
 pub(crate) async fn score(
     caller: &Caller<'_>,
     base_url: &str,
     req: &RemoteScoreRequest,
     deadline: Instant,
 ) -> Result<RemoteScored, RemoteError> {
+    let wire: Vec<Value> = req.items.iter().map(item).collect();
+    let mut groups: IndexMap<String, Vec<usize>> = IndexMap::new();
+    for (i, w) in wire.iter().enumerate() {
+        groups.entry(prompt_of(w)).or_default().push(i);
+    }
+    let url = format!("{base_url}/v1/logprobs");
     let o = &req.options;
-    let body = json!({
-        "model": caller.settings.model,
-        "items": req.items.iter().map(item).collect::<Vec<_>>(),
-        "top_logprobs": o.top_logprobs,
-        "echo": o.echo,
-        "score_end_of_turn": o.score_end_of_turn,
-        "temperature": o.temperature,
+    let calls = groups.iter().map(|(prompt, members)| {
+        let body = json!({
+            "model": caller.settings.model,
+            "items": members.iter().map(|&i| &wire[i]).collect::<Vec<_>>(),
+            "top_logprobs": o.top_logprobs,
+            "echo": o.echo,
+            "score_end_of_turn": o.score_end_of_turn,
+            "temperature": o.temperature,
+        });
+        let key = affinity_key(&caller.settings.model, prompt);
+        let url = &url;
+        async move {
+            let answer = caller
+                .post_with_affinity(url, &body, Some(&key), deadline)
+                .await
+                .map_err(|e| e.renumbered(|k| members[k]))?;
+            read(&answer, members.len()).map_err(|message| RemoteError::Malformed {
+                remote: caller.settings.name.clone(),
+                message,
+            })
+        }
     });
-    let answer = caller
-        .post(&format!("{base_url}/v1/logprobs"), &body, deadline)
-        .await?;
-    read(&answer, req.items.len()).map_err(|message| RemoteError::Malformed {
-        remote: caller.settings.name.clone(),
-        message,
+    let answers = try_join_all(calls).await?;
+    let mut items: Vec<Option<ItemReport>> = vec![None; wire.len()];
+    for (members, answer) in groups.values().zip(answers) {
+        for (&i, report) in members.iter().zip(answer.items) {
+            items[i] = Some(report);
+        }
+    }
+    Ok(RemoteScored {
+        items: items
+            .into_iter()
+            .map(|r| r.expect("every item is in one group"))
+            .collect(),
     })
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use super::affinity::AFFINITY_HEADER;
 use super::error::RemoteError;
 use super::settings::RemoteSettings;
 
@@ -44,6 +45,17 @@ impl Caller<'_> {
         body: &Value,
         deadline: Instant,
     ) -> Result<Value, RemoteError> {
+        self.post_with_affinity(url, body, None, deadline).await
+    }
+
+    /// [`Caller::post`] with an [`AFFINITY_HEADER`] for balancers that keep one prompt's work together.
+    pub async fn post_with_affinity(
+        &self,
+        url: &str,
+        body: &Value,
+        affinity: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Value, RemoteError> {
         let name = &self.settings.name;
         let started = Instant::now();
         let mut attempts = 0u32;
@@ -64,6 +76,7 @@ impl Caller<'_> {
                 .attempt(
                     url,
                     body,
+                    affinity,
                     left.min(self.settings.timeout),
                     deadline,
                     started,
@@ -94,6 +107,7 @@ impl Caller<'_> {
         &self,
         url: &str,
         body: &Value,
+        affinity: Option<&str>,
         timeout: Duration,
         deadline: Instant,
         started: Instant,
@@ -101,6 +115,9 @@ impl Caller<'_> {
         let name = &self.settings.name;
         let t0 = Instant::now();
         let mut request = self.client.post(url).timeout(timeout).json(body);
+        if let Some(key) = affinity {
+            request = request.header(AFFINITY_HEADER, key);
+        }
         if let Some(key) = &self.settings.api_key {
             request = request.bearer_auth(key.expose());
         }

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use llama_scorer::engine::{ItemInput, PromptInput, ResponseInput, ScoreOptions};
 use llama_scorer::remote::{
     ApiKey, Provider, RemoteError, RemoteScoreRequest, RemoteScored, RemoteScorer, RemoteSettings,
+    affinity_key,
 };
 use serde_json::{Value, json};
 
@@ -493,6 +494,62 @@ async fn items_run_concurrently_up_to_the_limit_and_inputs_are_checked_first() {
         hits,
         "nothing is sent for a request that cannot be scored"
     );
+}
+
+#[tokio::test]
+async fn one_call_per_prompt_with_its_affinity_key_and_answers_in_request_order() {
+    let seen: Arc<std::sync::Mutex<Vec<(String, Vec<String>)>>> = Arc::default();
+    let log = seen.clone();
+    // A native upstream that scores each item as minus its response's length, and notes what it got.
+    let up = Upstream::start(
+        Duration::from_millis(50),
+        script(move |_, body, headers| {
+            let items = body["items"].as_array().unwrap();
+            let key = headers
+                .get("x-llama-scorer-affinity")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            let prompts = items
+                .iter()
+                .map(|i| i["prompt"].as_str().unwrap().to_string())
+                .collect();
+            log.lock().unwrap().push((key, prompts));
+            let data: Vec<Value> = items
+                .iter()
+                .enumerate()
+                .map(|(k, i)| {
+                    let x = -(i["response"].as_str().unwrap().len() as f64);
+                    json!({"index": k, "object": "logprobs", "logprob": x, "sampling_logprob": x,
+                           "temperature": 1.0, "prompt_tokens": 1, "response_tokens": 1,
+                           "scored_tokens": 1, "cached": false, "logprobs": {"content": []}})
+                })
+                .collect();
+            axum::Json(json!({"object": "list", "data": data})).into_response()
+        }),
+    )
+    .await;
+    let scorer = RemoteScorer::new(settings(Provider::LlamaScorer, &up.base)).unwrap();
+    let items = vec![
+        text_item("A", "x"),
+        text_item("B", "yy"),
+        text_item("A", "zzz"),
+    ];
+    let far = Instant::now() + Duration::from_secs(20);
+    let r = scorer.score(&request(items, 0), far).await.unwrap();
+    let got: Vec<f64> = r.items.iter().map(|i| i.logprob).collect();
+    assert_eq!(got, [-1.0, -2.0, -3.0], "answers back in request order");
+    let mut calls = seen.lock().unwrap().clone();
+    calls.sort();
+    let model = "accounts/fireworks/models/test";
+    let mut want = vec![
+        (
+            affinity_key(model, "A"),
+            vec!["A".to_string(), "A".to_string()],
+        ),
+        (affinity_key(model, "B"), vec!["B".to_string()]),
+    ];
+    want.sort();
+    assert_eq!(calls, want);
 }
 
 // --- this project's own server as the upstream -------------------------------------------------------
