@@ -498,7 +498,9 @@ async fn items_run_concurrently_up_to_the_limit_and_inputs_are_checked_first() {
 
 #[tokio::test]
 async fn one_call_per_prompt_with_its_affinity_key_and_answers_in_request_order() {
-    let seen: Arc<std::sync::Mutex<Vec<(String, Vec<String>)>>> = Arc::default();
+    /// (affinity header, the prompts of the items) of each call the upstream got.
+    type Calls = Vec<(String, Vec<String>)>;
+    let seen: Arc<std::sync::Mutex<Calls>> = Arc::default();
     let log = seen.clone();
     // A native upstream that scores each item as minus its response's length, and notes what it got.
     let up = Upstream::start(
