@@ -17,15 +17,21 @@ use super::observe::server_timing;
 use super::{AppState, Usage, new_id, unix_time};
 use crate::engine::{ItemInput, ScoreOptions};
 use crate::input::{WireItem, WireMessage};
+use crate::ratios::{LogRatio, log_ratio};
 use crate::report::{ItemReport, TokenReport};
 use crate::request_policy::{MAX_TOP_LOGPROBS, check_temperature, check_top_logprobs};
-use crate::served::ScoreRequest;
+use crate::served::{ScoreRequest, ServedPolicy};
 
 /// The request body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogprobsRequest {
-    pub model: String,
+    /// The policy (or give `models`).
+    pub model: Option<String>,
+    /// Several policies: one result per (item, policy).
+    pub models: Option<Vec<String>>,
+    /// The policy the others' log-ratios are taken against (scored too, if not in `models`).
+    pub base: Option<String>,
     pub prompt: Option<String>,
     pub messages: Option<Vec<WireMessage>>,
     pub prompt_token_ids: Option<Vec<i64>>,
@@ -44,7 +50,16 @@ pub struct LogprobsRequest {
 /// `logprobs` of an item, in Fireworks' `content[]` shape so existing parsers read it.
 #[derive(Debug, Serialize)]
 pub struct WireLogprobs {
-    pub content: Vec<TokenReport>,
+    pub content: Vec<WireToken>,
+}
+
+/// One token's scores, with its log-ratio against the base where the tokens align.
+#[derive(Debug, Serialize)]
+pub struct WireToken {
+    #[serde(flatten)]
+    pub report: TokenReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_ratio: Option<Option<f64>>,
 }
 
 /// The scores of one item.
@@ -52,6 +67,9 @@ pub struct WireLogprobs {
 pub struct WireItemResult {
     pub index: usize,
     pub object: &'static str,
+    /// The policy (requests with `models` or `base` only: the answer holds several).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// log π(response | prompt) at temperature 1 (plus end of turn when asked).
     pub logprob: f64,
     /// The same at `temperature`; `null` where a remote provider does not compute it.
@@ -65,6 +83,13 @@ pub struct WireItemResult {
     /// Tokens whose scores make up `logprob` (response tokens, plus one with `score_end_of_turn`).
     pub scored_tokens: usize,
     pub cached: bool,
+    /// With `base`: sampling_logprob − the base's for this item (`null` where either has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_ratio: Option<Option<f64>>,
+    /// With `base`: whether this policy scored the same tokens as the base (then each scored token carries
+    /// its `log_ratio`); false: different tokenizations, only the sums compare.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_aligned: Option<bool>,
     pub logprobs: WireLogprobs,
 }
 
@@ -74,6 +99,9 @@ impl WireItemResult {
         WireItemResult {
             index,
             object: "logprobs",
+            model: None,
+            log_ratio: None,
+            tokens_aligned: None,
             logprob: r.logprob,
             sampling_logprob: r.sampling_logprob,
             temperature,
@@ -82,8 +110,30 @@ impl WireItemResult {
             response_tokens: r.response_tokens,
             scored_tokens: r.scored_tokens,
             cached: r.cached,
-            logprobs: WireLogprobs { content: r.tokens },
+            logprobs: WireLogprobs {
+                content: r
+                    .tokens
+                    .into_iter()
+                    .map(|report| WireToken {
+                        report,
+                        log_ratio: None,
+                    })
+                    .collect(),
+            },
         }
+    }
+
+    /// Adds the log-ratio against the base (per scored token where the tokens align).
+    fn with_ratio(mut self, ratio: LogRatio) -> WireItemResult {
+        self.log_ratio = Some(ratio.total);
+        self.tokens_aligned = Some(ratio.per_token.is_some());
+        if let Some(per_token) = ratio.per_token {
+            let first = self.logprobs.content.len() - per_token.len();
+            for (t, r) in self.logprobs.content[first..].iter_mut().zip(per_token) {
+                t.log_ratio = Some(r);
+            }
+        }
+        self
     }
 }
 
@@ -93,7 +143,14 @@ pub struct LogprobsResponse {
     pub id: String,
     pub object: &'static str,
     pub created: u64,
-    pub model: String,
+    /// The policy of a one-policy request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The policies of a request with `models`/`base`, in the order each item's results follow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
     pub data: Vec<WireItemResult>,
     pub usage: Usage,
 }
@@ -105,17 +162,28 @@ pub async fn logprobs(
 ) -> Result<impl IntoResponse, ApiError> {
     let body_bytes = body.as_ref().map_or(0, |b| b.len());
     let req: LogprobsRequest = parse(body)?;
-    let policy = state.policy(&req.model)?.clone();
+    let names = policy_names(&req)?;
+    let listed = req.models.as_ref().map_or(0, Vec::len);
+    let policies = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            state.policy(n).cloned().map_err(|mut e| {
+                e.param = Some(match (&req.models, i < listed) {
+                    (Some(_), true) => format!("models[{i}]"),
+                    (Some(_), false) => "base".into(),
+                    (None, _) if i == 0 => "model".into(),
+                    (None, _) => "base".into(),
+                });
+                e
+            })
+        })
+        .collect::<Result<Vec<ServedPolicy>, _>>()?;
     let top_logprobs = check_top_logprobs(req.top_logprobs, MAX_TOP_LOGPROBS)
         .map_err(|m| ApiError::invalid("top_logprobs", m))?;
-    let temperature = req.temperature.unwrap_or(policy.temperature());
-    check_temperature(temperature).map_err(|m| ApiError::invalid("temperature", m))?;
-    let options = ScoreOptions {
-        top_logprobs,
-        echo: req.echo,
-        score_end_of_turn: req.score_end_of_turn,
-        temperature,
-    };
+    if let Some(t) = req.temperature {
+        check_temperature(t).map_err(|m| ApiError::invalid("temperature", m))?;
+    }
     let inline = WireItem {
         prompt: req.prompt,
         messages: req.messages,
@@ -153,26 +221,73 @@ pub async fn logprobs(
         }
         None => (vec![inline.into_input("")?], false),
     };
-    let scores = policy
-        .score(ScoreRequest {
-            items,
-            options,
+    // Every policy at its own temperature (or the request's), all at once: policies on different models
+    // or remotes run in parallel, and identical work on one model is computed once (the response cache).
+    let deadline = state.deadline();
+    let runs = policies.iter().map(|policy| {
+        let temperature = req.temperature.unwrap_or(policy.temperature());
+        let request = ScoreRequest {
+            items: items.clone(),
+            options: ScoreOptions {
+                top_logprobs,
+                echo: req.echo,
+                score_end_of_turn: req.score_end_of_turn,
+                temperature,
+            },
             batch,
-            deadline: state.deadline(),
+            deadline,
             body_bytes,
-        })
-        .await?;
-    let timing = server_timing(&scores.stages);
+        };
+        async move {
+            let scores = policy.score(request).await?;
+            Ok::<_, ApiError>((scores, temperature))
+        }
+    });
+    let answers = futures_util::future::try_join_all(runs).await?;
+    let timing = server_timing(&slowest_stages(answers.iter().map(|(s, _)| &s.stages)));
     let usage = Usage::new(
-        scores.items.iter().map(|r| r.prompt_tokens).sum(),
-        scores.items.iter().map(|r| r.response_tokens).sum(),
+        answers
+            .iter()
+            .flat_map(|(s, _)| &s.items)
+            .map(|r| r.prompt_tokens)
+            .sum(),
+        answers
+            .iter()
+            .flat_map(|(s, _)| &s.items)
+            .map(|r| r.response_tokens)
+            .sum(),
     );
-    let data = scores
-        .items
-        .into_iter()
-        .enumerate()
-        .map(|(index, r)| WireItemResult::new(index, r, temperature))
-        .collect();
+    let single = req.models.is_none() && req.base.is_none();
+    let base_at = req
+        .base
+        .as_ref()
+        .map(|b| names.iter().position(|n| n == b).expect("base is listed"));
+    let n_items = items.len();
+    let mut per_policy: Vec<std::vec::IntoIter<ItemReport>> = Vec::new();
+    let mut temperatures = Vec::new();
+    let mut bases: Vec<ItemReport> = Vec::new();
+    for (j, (scores, temperature)) in answers.into_iter().enumerate() {
+        if Some(j) == base_at {
+            bases = scores.items.clone();
+        }
+        per_policy.push(scores.items.into_iter());
+        temperatures.push(temperature);
+    }
+    let mut data = Vec::with_capacity(n_items * names.len());
+    for index in 0..n_items {
+        for (j, reports) in per_policy.iter_mut().enumerate() {
+            let report = reports.next().expect("one report per item");
+            let ratio = bases.get(index).map(|base| log_ratio(&report, base));
+            let mut entry = WireItemResult::new(index, report, temperatures[j]);
+            if !single {
+                entry.model = Some(names[j].clone());
+            }
+            if let Some(ratio) = ratio {
+                entry = entry.with_ratio(ratio);
+            }
+            data.push(entry);
+        }
+    }
     let headers = [(HeaderName::from_static("server-timing"), timing)];
     Ok((
         headers,
@@ -180,9 +295,67 @@ pub async fn logprobs(
             id: new_id("lp"),
             object: "list",
             created: unix_time(),
-            model: req.model,
+            model: single.then(|| names[0].clone()),
+            models: (!single).then_some(names),
+            base: req.base,
             data,
             usage,
         }),
     ))
+}
+
+/// The policies a request names: `model`, or `models` (distinct, non-empty), with `base` added when not
+/// among them.
+fn policy_names(req: &LogprobsRequest) -> Result<Vec<String>, ApiError> {
+    let mut names = match (&req.model, &req.models) {
+        (Some(m), None) => vec![m.clone()],
+        (None, Some(ms)) => {
+            if ms.is_empty() {
+                return Err(ApiError::invalid("models", "must not be empty"));
+            }
+            for (i, m) in ms.iter().enumerate() {
+                if ms[..i].contains(m) {
+                    return Err(ApiError::invalid(
+                        format!("models[{i}]"),
+                        format!("`{m}` is listed twice"),
+                    ));
+                }
+            }
+            ms.clone()
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "models",
+                "give either `model` (one policy) or `models` (several), not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "model",
+                "required: the policy to score under (or `models` for several)",
+            ));
+        }
+    };
+    if let Some(base) = &req.base
+        && !names.contains(base)
+    {
+        names.push(base.clone());
+    }
+    Ok(names)
+}
+
+/// Per stage, the longest of the policies' times (they run in parallel).
+fn slowest_stages<'a>(
+    all: impl Iterator<Item = &'a Vec<(&'static str, std::time::Duration)>>,
+) -> Vec<(&'static str, std::time::Duration)> {
+    let mut out: Vec<(&'static str, std::time::Duration)> = Vec::new();
+    for stages in all {
+        for &(name, d) in stages {
+            match out.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, longest)) => *longest = (*longest).max(d),
+                None => out.push((name, d)),
+            }
+        }
+    }
+    out
 }

@@ -16,3 +16,4 @@ mod page;
 mod prefix;
 mod remote;
 mod remote_policies;
+mod weights;
