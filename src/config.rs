@@ -168,6 +168,49 @@ impl Config {
         }
     }
 
+    /// The policies configured exactly like `base` apart from their names (same model or remote model,
+    /// chat template, system prompt and temperature): their numbers must equal the base's, bit for bit.
+    pub fn configured_like(&self, base: &str) -> Vec<String> {
+        let local = |p: &PolicyConfig| {
+            (
+                p.model_path.clone(),
+                p.chat_template.clone(),
+                p.system_prompt.clone(),
+                p.temperature.to_bits(),
+                p.n_ctx,
+            )
+        };
+        let remote = |r: &RemotePolicySettings| {
+            (
+                r.remote.provider,
+                r.remote.resolved_base_url().ok(),
+                r.remote.model.clone(),
+                r.chat_template.clone(),
+                r.system_prompt.clone(),
+                r.temperature.to_bits(),
+            )
+        };
+        if let Some(b) = self.policies.iter().find(|p| p.name == base) {
+            let key = local(b);
+            return self
+                .policies
+                .iter()
+                .filter(|p| p.name != base && local(p) == key)
+                .map(|p| p.name.clone())
+                .collect();
+        }
+        if let Some(b) = self.remote_policies.iter().find(|r| r.remote.name == base) {
+            let key = remote(b);
+            return self
+                .remote_policies
+                .iter()
+                .filter(|r| r.remote.name != base && remote(r) == key)
+                .map(|r| r.remote.name.clone())
+                .collect();
+        }
+        Vec::new()
+    }
+
     /// Reads and validates a YAML config file; relative model paths resolve against the file's folder.
     pub fn from_file(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut text = String::new();

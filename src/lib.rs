@@ -14,3 +14,4 @@ pub mod score_cmd;
 pub mod served;
 pub mod server;
 pub mod shard;
+pub mod weights_report;

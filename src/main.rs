@@ -83,6 +83,13 @@ struct ScoreCmdArgs {
     /// Do not draw a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Also score every line under this policy, add `log_ratio` against it to the other policies' lines,
+    /// and print (and write to --summary) each policy's importance-weight diagnostics.
+    #[arg(long)]
+    base: Option<String>,
+    /// The weights summary file [default: OUTPUT.summary.json]; with --base only.
+    #[arg(long, requires = "base")]
+    summary: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -255,11 +262,16 @@ fn main() -> ExitCode {
                             score_end_of_turn: args.score_end_of_turn,
                             token_logprobs: args.token_logprobs,
                             progress: !args.no_progress,
+                            base: args.base,
+                            summary: args.summary,
                         },
                     )
                 });
             match result {
                 Ok(s) => {
+                    if let Some(w) = &s.weights {
+                        eprint!("{}", w.table());
+                    }
                     eprintln!(
                         "scored {} (id, policy) pairs ({} errors), skipped {} already done, in {:.1} s",
                         s.written - s.errors,

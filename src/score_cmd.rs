@@ -33,6 +33,11 @@ pub struct ScoreArgs {
     /// Also write each token's log-probability.
     pub token_logprobs: bool,
     pub progress: bool,
+    /// Score every line under this policy too, add `log_ratio` against it to the other policies' lines, and
+    /// summarise the importance weights at the end.
+    pub base: Option<String>,
+    /// Where the weights summary goes (default: the output's path + `.summary.json`).
+    pub summary: Option<PathBuf>,
 }
 
 /// The fields of a line besides the item itself.
@@ -55,6 +60,8 @@ pub struct ScoreSummary {
     pub written: usize,
     pub errors: usize,
     pub skipped: usize,
+    /// With `--base`: the importance-weight summary of the whole output file.
+    pub weights: Option<crate::weights_report::WeightsReport>,
 }
 
 fn id_key(id: &Value, policy: &str) -> String {
@@ -67,10 +74,14 @@ fn line_key(number: usize) -> String {
 }
 
 /// Reads the (id, policy) pairs already in `output` and cuts off a torn last line (an interrupted write).
-fn resume_state(output: &Path) -> anyhow::Result<HashSet<String>> {
+fn resume_state(
+    output: &Path,
+    base: Option<&str>,
+) -> anyhow::Result<(HashSet<String>, BaseValues)> {
     let mut done = HashSet::new();
+    let mut base_values = BaseValues::new();
     let Ok(file) = File::open(output) else {
-        return Ok(done);
+        return Ok((done, base_values));
     };
     let mut good_len = 0u64;
     let mut reader = BufReader::new(file);
@@ -84,6 +95,9 @@ fn resume_state(output: &Path) -> anyhow::Result<HashSet<String>> {
         let complete = buf.ends_with('\n');
         match serde_json::from_str::<Value>(buf.trim_end()) {
             Ok(v) if complete => {
+                if base.is_some() && v["policy"].as_str() == base {
+                    base_values.insert(v["id"].to_string(), v["sampling_logprob"].as_f64());
+                }
                 match v["policy"].as_str() {
                     Some(policy) => done.insert(id_key(&v["id"], policy)),
                     None => done.insert(line_key(v["line"].as_u64().unwrap_or(0) as usize)),
@@ -95,7 +109,28 @@ fn resume_state(output: &Path) -> anyhow::Result<HashSet<String>> {
     }
     let file = OpenOptions::new().write(true).open(output)?;
     file.set_len(good_len)?;
-    Ok(done)
+    Ok((done, base_values))
+}
+
+/// The base policy's sampling_logprob per item id (`None`: the base failed on it or has no such value).
+type BaseValues = std::collections::HashMap<String, Option<f64>>;
+
+/// Adds `log_ratio` (sampling_logprob − the base's for the same id) to the records of the other policies,
+/// learning the base's values from `records` first; `null` where either side has no value.
+fn add_log_ratios(records: &mut [Value], base: &str, base_values: &mut BaseValues) {
+    for r in records.iter().filter(|r| r["policy"] == base) {
+        base_values.insert(r["id"].to_string(), r["sampling_logprob"].as_f64());
+    }
+    for r in records.iter_mut() {
+        if r["policy"] == base || r.get("error").is_some() || r.get("policy").is_none() {
+            continue;
+        }
+        let ratio = r["sampling_logprob"]
+            .as_f64()
+            .zip(base_values.get(&r["id"].to_string()).copied().flatten())
+            .map(|(p, b)| p - b);
+        r["log_ratio"] = json!(ratio);
+    }
 }
 
 fn parse_line(
@@ -162,11 +197,25 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
         &cfg.policy_order,
     )
     .map_err(anyhow::Error::msg)?;
-    let default_policies: Vec<ServedPolicy> = match &args.policies {
+    let mut default_policies: Vec<ServedPolicy> = match &args.policies {
         None => served.all().to_vec(),
         Some(names) => resolve_policies(&served, names).map_err(|e| anyhow!("--policies: {e}"))?,
     };
-    let done = resume_state(&args.output)?;
+    let base = match &args.base {
+        Some(name) => Some(
+            served
+                .get(name)
+                .cloned()
+                .ok_or_else(|| anyhow!("--base: unknown policy `{name}`"))?,
+        ),
+        None => None,
+    };
+    if let Some(b) = &base
+        && !default_policies.iter().any(|p| p.name() == b.name())
+    {
+        default_policies.push(b.clone());
+    }
+    let (done, mut base_values) = resume_state(&args.output, args.base.as_deref())?;
     let mut out = OpenOptions::new()
         .create(true)
         .append(true)
@@ -189,9 +238,22 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
     for chunk in raw.chunks(args.chunk_lines.max(1)) {
         let lines: Vec<(usize, Result<Line, String>)> = chunk
             .iter()
-            .map(|&(number, t)| (number, parse_line(&served, &default_policies, number, t)))
+            .map(|&(number, t)| {
+                let mut line = parse_line(&served, &default_policies, number, t);
+                // Every line is scored under the base too, so its log-ratios exist.
+                if let (Ok(l), Some(b)) = (&mut line, &base)
+                    && !l.policies.iter().any(|p| p.name() == b.name())
+                {
+                    l.policies.push(b.clone());
+                }
+                (number, line)
+            })
             .collect();
-        let (records, stopped) = runtime.block_on(score_chunk(&lines, &done, &args, &mut summary));
+        let (mut records, stopped) =
+            runtime.block_on(score_chunk(&lines, &done, &args, &mut summary));
+        if let Some(b) = &args.base {
+            add_log_ratios(&mut records, b, &mut base_values);
+        }
         for record in records {
             if record.get("error").is_some() {
                 summary.errors += 1;
@@ -217,6 +279,18 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
     engine.shutdown();
     if summary.written == 0 && summary.skipped == 0 && !raw.is_empty() {
         bail!("nothing was scored");
+    }
+    if let Some(b) = &args.base {
+        let report =
+            crate::weights_report::weights_report(&args.output, b, &cfg.configured_like(b))?;
+        let path = args.summary.clone().unwrap_or_else(|| {
+            let mut p = args.output.clone().into_os_string();
+            p.push(".summary.json");
+            PathBuf::from(p)
+        });
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        summary.weights = Some(report);
     }
     Ok(summary)
 }

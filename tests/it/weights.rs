@@ -152,3 +152,109 @@ fn policy_lists_are_checked_by_name() {
         assert_eq!(e["error"]["param"], param, "{extra}: {e}");
     }
 }
+
+/// `score --base`: every line scored under the base too, `log_ratio` on the others' lines equal to the
+/// difference of the two lines' sampling_logprob, and a summary whose mean weight and ESS follow from the
+/// lines by their definitions — over the whole file after a resumed run.
+#[test]
+fn score_with_a_base_writes_ratios_and_a_weights_summary_across_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "policies:\n  p0: {{model: {s}, temperature: 0.5}}\n  pi_clone: {{model: {s}, temperature: 0.5}}\n  \
+         pi_hot: {{model: {s}, temperature: 1.5}}\n",
+        s = smol_path().display()
+    );
+    let config = write_config(dir.path(), &yaml);
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    let all_lines = [
+        r#"{"id": "a", "prompt": "The capital of France is", "response": " Paris."}"#,
+        r#"{"id": "b", "prompt": "1 2 3", "response": " 4 5 6"}"#,
+        r#"{"id": "c", "messages": [{"role": "user", "content": "Hi"}], "response": "Hello there!"}"#,
+        r#"{"id": "d", "prompt": "Roses are red,", "response": " violets are blue."}"#,
+    ];
+    let run = |n: usize| {
+        std::fs::write(&input, all_lines[..n].join("\n") + "\n").unwrap();
+        let out = crate::common::binary()
+            .args(["score", "--no-progress", "--threads", "2", "--base", "p0"])
+            .args(["--policies", "pi_clone,pi_hot", "--config"])
+            .arg(&config)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    run(2);
+    let stderr = run(4);
+    assert!(
+        stderr.contains("importance weights against `p0`"),
+        "{stderr}"
+    );
+    let lines: Vec<Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 12, "4 ids × (2 policies + the base)");
+    let of = |id: &str, policy: &str| {
+        lines
+            .iter()
+            .find(|l| l["id"] == id && l["policy"] == policy)
+            .unwrap_or_else(|| panic!("no ({id}, {policy})"))
+    };
+    let mut hot_ratios = Vec::new();
+    for id in ["a", "b", "c", "d"] {
+        let base = f(&of(id, "p0")["sampling_logprob"]);
+        assert!(of(id, "p0").get("log_ratio").is_none());
+        assert_eq!(
+            f(&of(id, "pi_clone")["log_ratio"]),
+            0.0,
+            "a clone's weight is exactly 1"
+        );
+        let hot = of(id, "pi_hot");
+        let r = f(&hot["log_ratio"]);
+        assert_eq!(r.to_bits(), (f(&hot["sampling_logprob"]) - base).to_bits());
+        hot_ratios.push(r);
+    }
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out.jsonl.summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["base"], "p0");
+    let policy = |name: &str| {
+        summary["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["policy"] == name)
+            .unwrap()
+            .clone()
+    };
+    let clone = policy("pi_clone");
+    assert_eq!(
+        (f(&clone["mean_weight"]), f(&clone["ess_fraction"])),
+        (1.0, 1.0)
+    );
+    assert!(clone.get("warning").is_none(), "{clone}");
+    let hot = policy("pi_hot");
+    assert_eq!(
+        (hot["items"].as_u64(), hot["with_ratio"].as_u64()),
+        (Some(4), Some(4))
+    );
+    let w: Vec<f64> = hot_ratios.iter().map(|r| r.exp()).collect();
+    let (s1, s2): (f64, f64) = (w.iter().sum(), w.iter().map(|x| x * x).sum());
+    assert!(
+        (f(&hot["mean_weight"]) - s1 / 4.0).abs() <= 1e-9 * s1,
+        "{hot}"
+    );
+    assert!(
+        (f(&hot["ess_fraction"]) - s1 * s1 / (4.0 * s2)).abs() < 1e-9,
+        "{hot}"
+    );
+    let top = hot_ratios.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(f(&hot["largest"][0]["log_ratio"]), top);
+}
