@@ -66,13 +66,13 @@ async function api(path, body) {
  * policy; once the multi-policy request exists it becomes a single call with `models` and `base`.
  */
 async function fetchScores(policies, item, options) {
-  const answers = await Promise.all(policies.map((model) =>
-    api("/v1/logprobs", {
-      model, ...item, echo: true,
-      top_logprobs: options.top, score_end_of_turn: options.endOfTurn,
-    })));
+  // One request for every policy: the server runs them together and answers one entry per policy.
+  const answer = await api("/v1/logprobs", {
+    models: policies, ...item, echo: true,
+    top_logprobs: options.top, score_end_of_turn: options.endOfTurn,
+  });
   const out = {};
-  policies.forEach((p, i) => { out[p] = normalize(p, answers[i].data[0]); });
+  answer.data.forEach((d) => { out[d.model] = normalize(d.model, d); });
   return out;
 }
 
