@@ -148,6 +148,23 @@ pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
 pub struct Overrides {
     pub server: ServerSection,
     pub cache: CacheSection,
+    /// Score every policy through this running llama-scorer (or a balancer in front of several) instead of
+    /// loading its model: `score --server URL`.
+    pub through: Option<ThroughServer>,
+}
+
+/// `score --server`: where the policies are served, and how hard to lean on it.
+#[derive(Debug, Clone)]
+pub struct ThroughServer {
+    /// The server's root URL, e.g. `http://scorer:8080`.
+    pub url: String,
+    /// Upstream calls in flight per policy.
+    pub concurrency: usize,
+    /// Retries per call (connection errors, 5xx, 429/503 after `Retry-After`): a replica that dies
+    /// mid-run costs retries, which the balancer sends to another.
+    pub max_retries: u32,
+    /// The server's API key, if it wants one.
+    pub api_key: Option<String>,
 }
 
 fn default_threads() -> usize {
@@ -234,6 +251,10 @@ impl Config {
         let mut order = Vec::new();
         for (name, entry) in file.policies {
             order.push(name.clone());
+            if let Some(through) = &overrides.through {
+                remotes.push(through_server(&name, &entry, through)?);
+                continue;
+            }
             match validate_policy(&name, entry, &base)? {
                 Validated::Local(p) => policies.push(p),
                 Validated::Remote(r) => remotes.push(*r),
@@ -537,6 +558,34 @@ fn validate_policy(name: &str, e: PolicyEntry, base: &Path) -> Result<Validated,
         system_prompt: e.system_prompt,
         chat_template: e.chat_template,
     }))
+}
+
+/// The policy `name` of a config file, scored through a running llama-scorer serving that same file: its
+/// model is not loaded here (nor checked: the job's machine need not hold it); the server applies the
+/// template, system prompt and context, and the policy's temperature is sent with every request.
+fn through_server(
+    name: &str,
+    entry: &PolicyEntry,
+    through: &ThroughServer,
+) -> Result<RemotePolicySettings, ConfigError> {
+    let temperature = entry.temperature.unwrap_or(1.0);
+    check_temperature(temperature).map_err(|m| err(format!("policies.{name}.temperature: {m}")))?;
+    let mut remote = RemoteSettings::new(name, Provider::LlamaScorer, name);
+    remote.base_url = Some(through.url.clone());
+    remote.api_key = through.api_key.clone().map(ApiKey::new);
+    remote.max_concurrency = through.concurrency;
+    remote.max_retries = through.max_retries;
+    remote.timeout = std::time::Duration::from_secs(600);
+    remote
+        .validate()
+        .map_err(|m| err(format!("--server: {m}")))?;
+    Ok(RemotePolicySettings {
+        remote,
+        temperature,
+        seed: None,
+        system_prompt: None,
+        chat_template: None,
+    })
 }
 
 /// A remote policy: where, as which model, with which key (read from the environment now, so a missing

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use llama_scorer::config::{CacheSection, Config, Overrides, ServerSection};
+use llama_scorer::config::{CacheSection, Config, Overrides, ServerSection, ThroughServer};
 use llama_scorer::server::{Server, shutdown_signal};
 
 #[derive(Parser)]
@@ -90,6 +90,18 @@ struct ScoreCmdArgs {
     /// The weights summary file [default: OUTPUT.summary.json]; with --base only.
     #[arg(long, requires = "base")]
     summary: Option<PathBuf>,
+    /// Score through this running llama-scorer (or a balancer in front of replicas) serving the same
+    /// --config, instead of loading the models here: the same output, bit for bit. Sends each prompt's
+    /// requests with its affinity key; retries (another replica, behind a balancer) on failures. The key,
+    /// if the server wants one, comes from LLAMA_SCORER_API_KEY.
+    #[arg(long)]
+    server: Option<String>,
+    /// With --server: requests in flight per policy.
+    #[arg(long, default_value_t = 8, requires = "server")]
+    concurrency: usize,
+    /// With --server: retries per request before the run stops (resumable).
+    #[arg(long, default_value_t = 8, requires = "server")]
+    retries: u32,
 }
 
 #[derive(clap::Args)]
@@ -221,6 +233,7 @@ fn load_config(args: &ServeArgs) -> Result<Config, String> {
             max_bytes: args.cache_bytes,
             ttl_seconds: args.cache_ttl,
         },
+        through: None,
     };
     let cfg = match (&args.config, &args.model) {
         (Some(path), _) => Config::from_file(path, &overrides),
@@ -247,6 +260,14 @@ fn main() -> ExitCode {
                     ..ServerSection::default()
                 },
                 cache: CacheSection::default(),
+                through: args.server.clone().map(|url| ThroughServer {
+                    url,
+                    concurrency: args.concurrency.max(1),
+                    max_retries: args.retries,
+                    api_key: std::env::var("LLAMA_SCORER_API_KEY")
+                        .ok()
+                        .filter(|k| !k.is_empty()),
+                }),
             };
             let started = std::time::Instant::now();
             let result = Config::from_file(&args.config, &overrides)
@@ -313,6 +334,7 @@ fn main() -> ExitCode {
                     max_bytes: Some(0),
                     ttl_seconds: None,
                 },
+                through: None,
             };
             let report = Config::single_model(&args.model, None, &overrides)
                 .map_err(anyhow::Error::from)

@@ -16,4 +16,5 @@ mod page;
 mod prefix;
 mod remote;
 mod remote_policies;
+mod score_server;
 mod weights;
