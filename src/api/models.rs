@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 
 use super::{AppState, unix_time};
 
-/// Lists the served policies (the ids clients put in `model`). Only fields Fireworks' own model entry has:
-/// its strict 0.x client refuses any other (where a model runs is in `/ready`).
+/// Lists the served policies (the ids clients put in `model`). Only fields Fireworks' own model entry has
+/// (its strict 0.x client refuses any other; where a model runs is in `/ready`), and `system_fingerprint`,
+/// so a client can check before a run that replicas give comparable numbers.
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
     let created = unix_time();
     let data: Vec<Value> = state
@@ -24,6 +25,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
                 "owned_by": "llama-scorer",
                 "context_length": p.n_ctx,
                 "supports_chat": p.supports_chat(),
+                "system_fingerprint": p.system_fingerprint(),
             })
         })
         .collect();
