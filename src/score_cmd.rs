@@ -31,6 +31,8 @@ pub struct ScoreArgs {
     /// Also write each token's log-probability.
     pub token_logprobs: bool,
     pub progress: bool,
+    /// Score only the lines of this shard (by id, see [`crate::shard::line_id`]).
+    pub shard: Option<crate::shard::ShardSpec>,
 }
 
 /// The fields of a line besides the item itself.
@@ -151,6 +153,10 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| (i + 1, l))
+        .filter(|&(n, l)| {
+            args.shard
+                .is_none_or(|s| s.holds(&crate::shard::line_id(n, l)))
+        })
         .collect();
     let engine = Engine::start(&cfg.engine_settings())?;
     let default_policies: Vec<Arc<Policy>> = match &args.policies {
@@ -330,6 +336,7 @@ fn result_record(p: &Pending, result: Result<Scored, ScoreError>, token_logprobs
                 "prompt_tokens": item.prompt_len,
                 "response_tokens": item.response_len(),
                 "cached": scored.cached,
+                "system_fingerprint": policy.system_fingerprint(),
             });
             if token_logprobs {
                 v["token_ids"] = s.scored().map(|t| t.token).collect();
