@@ -98,10 +98,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         let waiting = m.queue_depth() as f64;
         metrics::gauge!("llama_scorer_queue_depth", "model" => model.clone()).set(waiting);
         metrics::gauge!("llama_scorer_requests_waiting", "model" => model.clone()).set(waiting);
+        let load = m.load_now();
         metrics::gauge!("llama_scorer_requests_running", "model" => model.clone())
-            .set(m.running_jobs() as f64);
+            .set(load.running as f64);
         metrics::gauge!("llama_scorer_kv_cache_utilization", "model" => model.clone())
-            .set(m.kv_cache_utilization());
+            .set(load.kv_cache_utilization);
         metrics::gauge!("llama_scorer_model_info", "model" => model.clone(),
             "system_fingerprint" => m.system_fingerprint().to_string())
         .set(1.0);

@@ -8,56 +8,65 @@
 //! the moment a thread takes it until it ends. What an idle context still holds from its last job is not
 //! counted: the next job clears it first, as vLLM counts a finished request's cached blocks as free.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Jobs and KV cells in use on one model's inference threads.
+/// One running job in [`Load`]'s state word; the KV cells in use are the low bits.
+const ONE_JOB: u64 = 1 << 48;
+
+/// Jobs and KV cells in use on one model's inference threads, in one atomic word (jobs in the high 16 bits,
+/// cells in the low 48), so a reader always sees a consistent pair.
 #[derive(Debug)]
 pub struct Load {
-    running: AtomicUsize,
-    cells: AtomicUsize,
+    state: AtomicU64,
     /// KV cells over all the model's contexts.
-    total_cells: usize,
+    total_cells: u64,
+}
+
+/// The load at one moment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadNow {
+    /// Jobs being computed.
+    pub running: u64,
+    /// Share of the KV cells held by the jobs being computed (0–1).
+    pub kv_cache_utilization: f64,
 }
 
 /// A job being computed: counted while it lives.
 pub struct Busy<'a> {
     load: &'a Load,
-    cells: usize,
+    delta: u64,
 }
 
 impl Load {
     /// The load of `contexts` inference contexts of `n_ctx` cells each, idle.
     pub fn new(contexts: usize, n_ctx: u32) -> Load {
         Load {
-            running: AtomicUsize::new(0),
-            cells: AtomicUsize::new(0),
-            total_cells: contexts.max(1) * n_ctx.max(1) as usize,
+            state: AtomicU64::new(0),
+            total_cells: contexts.max(1) as u64 * u64::from(n_ctx.max(1)),
         }
     }
 
     /// Counts a job holding `cells` KV cells until the returned guard drops.
     pub fn begin(&self, cells: usize) -> Busy<'_> {
-        self.running.fetch_add(1, Ordering::Relaxed);
-        self.cells.fetch_add(cells, Ordering::Relaxed);
-        Busy { load: self, cells }
+        let delta = ONE_JOB + (cells as u64).min(ONE_JOB - 1);
+        self.state.fetch_add(delta, Ordering::Relaxed);
+        Busy { load: self, delta }
     }
 
-    /// Jobs being computed now.
-    pub fn running(&self) -> usize {
-        self.running.load(Ordering::Relaxed)
-    }
-
-    /// Share of the KV cells held by the jobs being computed (0–1).
-    pub fn kv_cache_utilization(&self) -> f64 {
-        let used = self.cells.load(Ordering::Relaxed).min(self.total_cells);
-        used as f64 / self.total_cells as f64
+    /// Jobs and KV share now, read together.
+    pub fn now(&self) -> LoadNow {
+        let state = self.state.load(Ordering::Relaxed);
+        let cells = (state & (ONE_JOB - 1)).min(self.total_cells);
+        LoadNow {
+            running: state >> 48,
+            kv_cache_utilization: cells as f64 / self.total_cells as f64,
+        }
     }
 }
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.load.cells.fetch_sub(self.cells, Ordering::Relaxed);
-        self.load.running.fetch_sub(1, Ordering::Relaxed);
+        self.load.state.fetch_sub(self.delta, Ordering::Relaxed);
     }
 }
 
@@ -65,23 +74,24 @@ impl Drop for Busy<'_> {
 mod tests {
     use super::*;
 
+    fn now(load: &Load) -> (u64, f64) {
+        let n = load.now();
+        (n.running, n.kv_cache_utilization)
+    }
+
     #[test]
     fn jobs_count_while_they_run() {
         let load = Load::new(2, 100);
-        assert_eq!((load.running(), load.kv_cache_utilization()), (0, 0.0));
+        assert_eq!(now(&load), (0, 0.0));
         let a = load.begin(30);
         let b = load.begin(20);
-        assert_eq!(load.running(), 2);
-        assert_eq!(load.kv_cache_utilization(), 50.0 / 200.0);
+        assert_eq!(now(&load), (2, 50.0 / 200.0));
         drop(a);
-        assert_eq!(
-            (load.running(), load.kv_cache_utilization()),
-            (1, 20.0 / 200.0)
-        );
+        assert_eq!(now(&load), (1, 20.0 / 200.0));
         drop(b);
-        assert_eq!((load.running(), load.kv_cache_utilization()), (0, 0.0));
+        assert_eq!(now(&load), (0, 0.0));
         // Never above 1, whatever a job claims.
         let _c = load.begin(1000);
-        assert_eq!(load.kv_cache_utilization(), 1.0);
+        assert_eq!(now(&load), (1, 1.0));
     }
 }

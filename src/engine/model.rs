@@ -14,7 +14,7 @@ use super::backend::{Devices, backend, devices};
 use super::cache::{ModelIdentity, ScoreCache, ScoreKey};
 use super::fingerprint::{self, Fingerprint, FingerprintParts};
 use super::generate::{GenEvent, GenerateJob, GenerateOptions};
-use super::load::Load;
+use super::load::{Load, LoadNow};
 use super::prefix::{PrefixStats, PrefixStore};
 use super::schedule::{ContextSettings, JobOptions};
 use super::settings::default_n_ctx;
@@ -320,14 +320,9 @@ impl LoadedModel {
         self.capacity - self.admission.available_permits()
     }
 
-    /// Jobs an inference thread is computing now.
-    pub fn running_jobs(&self) -> usize {
-        self.load.running()
-    }
-
-    /// Share (0–1) of the KV cells held by the jobs being computed now (see [`super::load`]).
-    pub fn kv_cache_utilization(&self) -> f64 {
-        self.load.kv_cache_utilization()
+    /// Jobs being computed now and the share (0–1) of KV cells they hold (see [`super::load`]).
+    pub fn load_now(&self) -> LoadNow {
+        self.load.now()
     }
 
     /// The `system_fingerprint` of this model's numbers here.
