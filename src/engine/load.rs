@@ -20,6 +20,8 @@ pub struct Load {
     state: AtomicU64,
     /// KV cells over all the model's contexts.
     total_cells: u64,
+    /// Inference contexts (threads) of the model.
+    contexts: u64,
 }
 
 /// The load at one moment.
@@ -43,7 +45,13 @@ impl Load {
         Load {
             state: AtomicU64::new(0),
             total_cells: contexts.max(1) as u64 * u64::from(n_ctx.max(1)),
+            contexts: contexts.max(1) as u64,
         }
+    }
+
+    /// Inference contexts (threads) of the model.
+    pub fn contexts(&self) -> u64 {
+        self.contexts
     }
 
     /// Counts a job holding `cells` KV cells until the returned guard drops.

@@ -320,6 +320,11 @@ impl LoadedModel {
         self.capacity - self.admission.available_permits()
     }
 
+    /// Inference contexts (threads, one job each at a time).
+    pub fn contexts(&self) -> u64 {
+        self.load.contexts()
+    }
+
     /// Jobs being computed now and the share (0–1) of KV cells they hold (see [`super::load`]).
     pub fn load_now(&self) -> LoadNow {
         self.load.now()

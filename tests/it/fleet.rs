@@ -607,6 +607,37 @@ fn load_gauges_follow_the_queue_and_the_running_job() {
     ] {
         assert_eq!(gauge(&page, name, SMOL_FILE), 0.0, "{name} after the work");
     }
+    // Scoring answers carry the same load as an ORCA report (Envoy's client-side weighted round robin).
+    let r = client()
+        .post(format!("{}/v1/logprobs", s.base))
+        .json(&json!({"model": "p0", "prompt": "Hello", "response": " world"}))
+        .send()
+        .unwrap();
+    let header = r.headers()["endpoint-load-metrics"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let report: std::collections::HashMap<&str, f64> = header
+        .strip_prefix("TEXT ")
+        .unwrap_or_else(|| panic!("{header}"))
+        .split(", ")
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k, v.parse().unwrap())
+        })
+        .collect();
+    // Computed after the answer's job ended: nothing waits or runs; four scorings in the last seconds at most.
+    assert_eq!(report["named_metrics.requests_waiting"], 0.0, "{header}");
+    assert_eq!(report["named_metrics.requests_running"], 0.0, "{header}");
+    assert_eq!(
+        report["named_metrics.kv_cache_utilization"], 0.0,
+        "{header}"
+    );
+    assert_eq!(report["application_utilization"], 0.0, "{header}");
+    assert!(
+        (0.0..=4.0 / 5.0).contains(&report["rps_fractional"]),
+        "{header}"
+    );
     let (fp, _) = model_fingerprint(&s.base);
     assert!(
         page.contains(&format!(
