@@ -152,15 +152,15 @@ mod tests {
         assert_eq!(base, parts().fingerprint());
         assert!(base.system_fingerprint.starts_with("fp_"));
         assert_eq!(base.system_fingerprint.len(), 3 + 16);
-        let variants: Vec<Box<dyn Fn(&mut FingerprintParts)>> = vec![
-            Box::new(|p| p.model_sha256 = "cd".repeat(32)),
-            Box::new(|p| p.llama_cpp.push('x')),
-            Box::new(|p| p.backend_features = "CPU : AVX2 = 0 | ".into()),
-            Box::new(|p| p.device = "CUDA0 (NVIDIA H200), 31/31 layers".into()),
-            Box::new(|p| p.cpu_variant = Some("haswell".into())),
-            Box::new(|p| p.decode_chunk = 256),
-            Box::new(|p| p.n_ctx = 2048),
-            Box::new(|p| p.scorer = "0.2.0".into()),
+        let variants: [fn(&mut FingerprintParts); 8] = [
+            |p| p.model_sha256 = "cd".repeat(32),
+            |p| p.llama_cpp.push('x'),
+            |p| p.backend_features = "CPU : AVX2 = 0 | ".into(),
+            |p| p.device = "CUDA0 (NVIDIA H200), 31/31 layers".into(),
+            |p| p.cpu_variant = Some("haswell".into()),
+            |p| p.decode_chunk = 256,
+            |p| p.n_ctx = 2048,
+            |p| p.scorer = "0.2.0".into(),
         ];
         for change in variants {
             let mut p = parts();

@@ -342,7 +342,7 @@ fn merge_refuses_records_the_input_does_not_ask_for_and_torn_lines() {
     );
 }
 
-/// Polls `/ready` of a separate server for its single model's fingerprint.
+/// The fingerprint (id and parts) of a separate server's single model, from `/ready`.
 fn model_fingerprint(base: &str) -> (String, Value) {
     let ready = ready(base);
     let m = &ready["models"][0];
@@ -484,6 +484,15 @@ fn gauge(page: &str, name: &str, model: &str) -> f64 {
         .unwrap()
 }
 
+/// SmolLM2's (waiting, running, KV-cache utilisation) gauges in a page.
+fn load_gauges(page: &str) -> (f64, f64, f64) {
+    (
+        gauge(page, "llama_scorer_requests_waiting", SMOL_FILE),
+        gauge(page, "llama_scorer_requests_running", SMOL_FILE),
+        gauge(page, "llama_scorer_kv_cache_utilization", SMOL_FILE),
+    )
+}
+
 fn metrics_page(base: &str) -> String {
     client()
         .get(format!("{base}/metrics"))
@@ -501,13 +510,7 @@ fn load_gauges_follow_the_queue_and_the_running_job() {
     let hold = Hold::new(dir.path());
     let s = start_held(&cfg, &hold);
     let page = metrics_page(&s.base);
-    for name in [
-        "llama_scorer_requests_waiting",
-        "llama_scorer_requests_running",
-        "llama_scorer_kv_cache_utilization",
-    ] {
-        assert_eq!(gauge(&page, name, SMOL_FILE), 0.0, "{name}");
-    }
+    assert_eq!(load_gauges(&page), (0.0, 0.0, 0.0));
     let n_ctx = ready(&s.base)["models"][0]["n_ctx"].as_u64().unwrap() as f64;
     // Three long scorings queue up behind the hold.
     let prompts: Vec<String> = (0..3)
@@ -537,30 +540,13 @@ fn load_gauges_follow_the_queue_and_the_running_job() {
         wait_ready(&s.base, "three queued", |r| {
             r["models"][0]["queue_depth"] == 3
         });
-        let page = metrics_page(&s.base);
-        assert_eq!(
-            gauge(&page, "llama_scorer_requests_waiting", SMOL_FILE),
-            3.0
-        );
-        assert_eq!(
-            gauge(&page, "llama_scorer_requests_running", SMOL_FILE),
-            0.0
-        );
-        assert_eq!(
-            gauge(&page, "llama_scorer_kv_cache_utilization", SMOL_FILE),
-            0.0
-        );
+        assert_eq!(load_gauges(&metrics_page(&s.base)), (3.0, 0.0, 0.0));
         // Watch the gauges while the held work runs.
         let (base, done) = (&s.base, &done);
         let watcher = scope.spawn(move || {
             let mut seen = Vec::new();
             while !done.load(Ordering::Relaxed) {
-                let page = metrics_page(base);
-                seen.push((
-                    gauge(&page, "llama_scorer_requests_waiting", SMOL_FILE),
-                    gauge(&page, "llama_scorer_requests_running", SMOL_FILE),
-                    gauge(&page, "llama_scorer_kv_cache_utilization", SMOL_FILE),
-                ));
+                seen.push(load_gauges(&metrics_page(base)));
             }
             seen
         });
@@ -600,13 +586,7 @@ fn load_gauges_follow_the_queue_and_the_running_job() {
         }
     }
     let page = metrics_page(&s.base);
-    for name in [
-        "llama_scorer_requests_waiting",
-        "llama_scorer_requests_running",
-        "llama_scorer_kv_cache_utilization",
-    ] {
-        assert_eq!(gauge(&page, name, SMOL_FILE), 0.0, "{name} after the work");
-    }
+    assert_eq!(load_gauges(&page), (0.0, 0.0, 0.0), "after the work");
     // Scoring answers carry the same load as an ORCA report (Envoy's client-side weighted round robin).
     let r = client()
         .post(format!("{}/v1/logprobs", s.base))
