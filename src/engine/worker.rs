@@ -142,7 +142,7 @@ pub fn run(
             break;
         };
         // Counted as running from before it stops counting as waiting, so a job is never in neither gauge.
-        let _busy = work.cells(settings.n_ctx as usize).map(|c| load.begin(c));
+        let busy = work.cells(settings.n_ctx as usize).map(|c| load.begin(c));
         drop(permit);
         let model_label = label.to_string();
         let waited = enqueued.elapsed();
@@ -185,6 +185,8 @@ pub fn run(
                     queue: waited,
                     compute: computed,
                 };
+                // Done before the answer leaves: whoever reads the load after it sees the job ended.
+                drop(busy);
                 let _ = reply.send(result.map(|score| (score, times)));
             }
             Work::Generate(job) => {
