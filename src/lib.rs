@@ -6,6 +6,7 @@ pub mod bench;
 pub mod config;
 pub mod engine;
 pub mod input;
+pub mod merge_cmd;
 pub mod ratios;
 pub mod remote;
 pub mod report;

@@ -42,6 +42,9 @@ enum Command {
     Serve(ServeArgs),
     /// Score a JSONL file of items under the config's policies, without HTTP (resumable).
     Score(ScoreCmdArgs),
+    /// Join the outputs of `score --shard K/N` runs into one file in the input's order; fails, writing
+    /// nothing, on a missing (id, policy) pair, conflicting duplicates or differing system_fingerprints.
+    Merge(MergeCmdArgs),
     /// Time the engine alone and the in-process scoring path on a JSONL file of {prompt, response}
     /// (prints JSON; `scripts/bench.py` adds HTTP and prints the comparison table).
     BenchEngine(BenchArgs),
@@ -102,6 +105,29 @@ struct ScoreCmdArgs {
     /// With --server: retries per request before the run stops (resumable).
     #[arg(long, default_value_t = 8, requires = "server")]
     retries: u32,
+    /// Score only shard K of N (0 ≤ K < N): the lines whose id — the line's `id` (a string as it is, other
+    /// values as compact JSON), else its line number — hashes there (first 8 bytes of SHA-256, big-endian,
+    /// mod N), so reruns and resumes pick the same lines. `auto/N` takes K from JOB_COMPLETION_INDEX (a
+    /// Kubernetes Indexed Job). Give each shard its own --output; `llama-scorer merge` joins them.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct MergeCmdArgs {
+    /// The JSONL input the shards scored: gives the order and the (id, policy) pairs expected.
+    #[arg(long, short = 'i')]
+    input: PathBuf,
+    /// The merged JSONL, written only when the merge succeeds (replaced whole).
+    #[arg(long, short = 'o')]
+    output: PathBuf,
+    /// The score run's --policies (the policies of lines that name none) [default: every policy found in
+    /// the shard files].
+    #[arg(long, value_delimiter = ',')]
+    policies: Option<Vec<String>>,
+    /// The shards' output files.
+    #[arg(required = true)]
+    shards: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -270,6 +296,19 @@ fn main() -> ExitCode {
                 }),
             };
             let started = std::time::Instant::now();
+            let job_index = std::env::var(llama_scorer::shard::JOB_INDEX_ENV).ok();
+            let shard = match args
+                .shard
+                .as_deref()
+                .map(|s| llama_scorer::shard::ShardSpec::parse(s, job_index.as_deref()))
+            {
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+                Some(Ok(s)) => Some(s),
+                None => None,
+            };
             let result = Config::from_file(&args.config, &overrides)
                 .map_err(anyhow::Error::from)
                 .and_then(|cfg| {
@@ -285,6 +324,7 @@ fn main() -> ExitCode {
                             progress: !args.no_progress,
                             base: args.base,
                             summary: args.summary,
+                            shard,
                         },
                     )
                 });
@@ -300,6 +340,24 @@ fn main() -> ExitCode {
                         s.skipped,
                         started.elapsed().as_secs_f64()
                     );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Merge(args) => {
+            let merge = llama_scorer::merge_cmd::MergeArgs {
+                input: args.input,
+                output: args.output,
+                shards: args.shards,
+                policies: args.policies,
+            };
+            match llama_scorer::merge_cmd::run(&merge) {
+                Ok(summary) => {
+                    eprintln!("{summary}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

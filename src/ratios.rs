@@ -124,6 +124,7 @@ mod tests {
                 })
                 .collect(),
             cached: false,
+            system_fingerprint: None,
         }
     }
 

@@ -26,6 +26,10 @@ pub struct ItemReport {
     pub tokens: Vec<TokenReport>,
     /// Found in a response cache (this process's, or the remote's) rather than computed for this request.
     pub cached: bool,
+    /// What defines the numbers (model file, llama.cpp build, decode chunk, device; see
+    /// `engine::fingerprint`): this server's for a local policy, the upstream's for a remote one where it
+    /// says (`None` where it does not).
+    pub system_fingerprint: Option<String>,
 }
 
 /// One token's scores.
@@ -65,6 +69,7 @@ impl ItemReport {
         cached: bool,
         options: &ScoreOptions,
         vocab: &Vocabulary,
+        system_fingerprint: &str,
     ) -> ItemReport {
         let mut tokens = Vec::new();
         let ids = &item.tokens;
@@ -123,6 +128,7 @@ impl ItemReport {
             scored_tokens: score.scored().count(),
             tokens,
             cached,
+            system_fingerprint: Some(system_fingerprint.to_string()),
         }
     }
 

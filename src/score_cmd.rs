@@ -38,6 +38,8 @@ pub struct ScoreArgs {
     pub base: Option<String>,
     /// Where the weights summary goes (default: the output's path + `.summary.json`).
     pub summary: Option<PathBuf>,
+    /// Score only the lines of this shard (by id, see [`crate::shard::line_id`]).
+    pub shard: Option<crate::shard::ShardSpec>,
 }
 
 /// The fields of a line besides the item itself.
@@ -188,6 +190,10 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| (i + 1, l))
+        .filter(|&(n, l)| {
+            args.shard
+                .is_none_or(|s| s.holds(&crate::shard::line_id(n, l)))
+        })
         .collect();
     let engine = Engine::start(&cfg.engine_settings())?;
     let served = Policies::new(
@@ -405,6 +411,7 @@ fn result_record(
                 "prompt_tokens": r.prompt_tokens,
                 "response_tokens": r.response_tokens,
                 "cached": r.cached,
+                "system_fingerprint": r.system_fingerprint,
             });
             if token_logprobs {
                 v["token_ids"] = r.tokens.iter().map(|t| t.token_id).collect();

@@ -62,6 +62,21 @@ impl fmt::Display for ShardSpec {
     }
 }
 
+/// The id text a `score` input line is sharded by: its `id` (a string as it is, any other JSON value in
+/// compact JSON, e.g. `42`), or its 1-based line number when it has none (or is not a JSON object: such a
+/// line's error record goes to one shard too). Items without ids therefore move between shards when lines
+/// are inserted or removed; give every line an `id` to make the partition survive edits of the input.
+pub fn line_id(number: usize, text: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(mut line)) => match line.remove("id") {
+            Some(serde_json::Value::String(id)) => id,
+            Some(serde_json::Value::Null) | None => number.to_string(),
+            Some(other) => other.to_string(),
+        },
+        _ => number.to_string(),
+    }
+}
+
 /// The shard of an item id among `count`: the first 8 bytes of SHA-256(id), big-endian, modulo `count`.
 /// Written down so any tool can reproduce it (Python:
 /// `int.from_bytes(hashlib.sha256(id.encode()).digest()[:8], "big") % count`).
@@ -110,6 +125,17 @@ mod tests {
         assert_eq!(shard_of("item-42", 1000), 591);
         assert_eq!(shard_of("日本-1", 10), 0);
         assert_eq!(shard_of("anything", 1), 0);
+    }
+
+    #[test]
+    fn lines_are_known_by_their_id_else_their_number() {
+        assert_eq!(line_id(7, r#"{"id": "item-42", "prompt": "a"}"#), "item-42");
+        assert_eq!(line_id(7, r#"{"id": 42, "prompt": "a"}"#), "42");
+        assert_eq!(line_id(7, r#"{"id": [1, "a"]}"#), r#"[1,"a"]"#);
+        assert_eq!(line_id(7, r#"{"id": null, "prompt": "a"}"#), "7");
+        assert_eq!(line_id(7, r#"{"prompt": "a"}"#), "7");
+        assert_eq!(line_id(7, "not json"), "7");
+        assert_eq!(line_id(7, "[1, 2]"), "7");
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Valu
                 "queue_depth": m.queue_depth(),
                 "abandoned_jobs": m.abandoned_jobs(),
                 "prefix_reuse": m.prefix_stats(),
+                "system_fingerprint": m.system_fingerprint(),
+                "fingerprint": m.info.fingerprint.components,
             })
         })
         .collect();

@@ -83,6 +83,8 @@ pub struct WireItemResult {
     /// Tokens whose scores make up `logprob` (response tokens, plus one with `score_end_of_turn`).
     pub scored_tokens: usize,
     pub cached: bool,
+    /// What defines these numbers (OpenAI's field; see `/ready`): equal fingerprints give equal bits.
+    pub system_fingerprint: Option<String>,
     /// With `base`: sampling_logprob − the base's for this item (`null` where either has none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_ratio: Option<Option<f64>>,
@@ -110,6 +112,7 @@ impl WireItemResult {
             response_tokens: r.response_tokens,
             scored_tokens: r.scored_tokens,
             cached: r.cached,
+            system_fingerprint: r.system_fingerprint,
             logprobs: WireLogprobs {
                 content: r
                     .tokens
@@ -151,6 +154,9 @@ pub struct LogprobsResponse {
     pub models: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+    /// A one-policy request's fingerprint (OpenAI's field); per result with `models`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
     pub data: Vec<WireItemResult>,
     pub usage: Usage,
 }
@@ -298,6 +304,9 @@ pub async fn logprobs(
             model: single.then(|| names[0].clone()),
             models: (!single).then_some(names),
             base: req.base,
+            system_fingerprint: single
+                .then(|| data.first().and_then(|d| d.system_fingerprint.clone()))
+                .flatten(),
             data,
             usage,
         }),

@@ -6,6 +6,7 @@ mod compat;
 mod error;
 mod health;
 pub(crate) mod json;
+mod load_report;
 pub mod logprobs;
 mod models;
 mod observe;
@@ -124,9 +125,17 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .route("/chat/completions", post(compat::chat::chat_completions))
         .route("/models", get(models::list))
         .method_not_allowed_fallback(health::method_not_allowed);
+    let reporter = Arc::new(load_report::Reporter {
+        engine: state.engine.clone(),
+        rate: load_report::Rate::default(),
+    });
     let guarded = Router::new()
         .nest("/v1", api.clone())
         .nest("/inference/v1", api)
+        .layer(axum::middleware::from_fn_with_state(
+            reporter,
+            load_report::add_header,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(layer_error))

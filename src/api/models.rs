@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 use super::{AppState, unix_time};
 use crate::served::ServedPolicy;
 
-/// Lists the served policies (the ids clients put in `model`). Only fields Fireworks' own model entry has:
-/// its strict 0.x client refuses any other (where a model runs is in `/ready`).
+/// Lists the served policies (the ids clients put in `model`). Only fields Fireworks' own model entry has
+/// (its strict 0.x client refuses any other; where a model runs is in `/ready`), and `system_fingerprint`,
+/// so a client can check before a run that replicas give comparable numbers.
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
     let created = unix_time();
     let data: Vec<Value> = state
@@ -25,9 +26,10 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
                 "owned_by": "llama-scorer",
                 "supports_chat": p.supports_chat(),
             });
-            // A remote policy's context length is the upstream's business (and not known here).
+            // A remote policy's context length and build are the upstream's business (not known here).
             if let ServedPolicy::Local(local) = p {
                 entry["context_length"] = json!(local.n_ctx);
+                entry["system_fingerprint"] = json!(local.system_fingerprint());
             }
             entry
         })

@@ -3,6 +3,15 @@
 //! Engine metrics (queue wait, compute time, tokens scored, abandoned jobs) are recorded where they happen;
 //! gauges that describe state (queue depth, cache and prefix counters, loaded models, memory) are read from
 //! the engine at scrape time, so they cannot drift.
+//!
+//! Per-model series carry the label `model` = the GGUF file's name (e.g. `SmolLM2-135M-Instruct.Q4_1.gguf`):
+//! one series per loaded file, shared by every policy naming it, since the queue, the inference threads and
+//! the KV cache are the file's. The three gauges inference gateways read (the Gateway API Inference
+//! Extension / llm-d endpoint picker, see deploy/gateway/epp-config.yaml) are
+//! `llama_scorer_requests_waiting` (items queued for an inference thread), `llama_scorer_requests_running`
+//! (items being computed) and `llama_scorer_kv_cache_utilization` (0–1, see `engine::load`); each is a few
+//! atomic loads, so a scrape every 50 ms costs little (scripts/bench-metrics.py measures it).
+//! `llama_scorer_model_info{model, system_fingerprint}` is 1 per loaded file.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -78,8 +87,17 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     metrics::gauge!("llama_scorer_policies").set(state.policies.all().len() as f64);
     for m in engine.models() {
         let model = m.display_name();
-        metrics::gauge!("llama_scorer_queue_depth", "model" => model.clone())
-            .set(m.queue_depth() as f64);
+        let waiting = m.queue_depth() as f64;
+        metrics::gauge!("llama_scorer_queue_depth", "model" => model.clone()).set(waiting);
+        metrics::gauge!("llama_scorer_requests_waiting", "model" => model.clone()).set(waiting);
+        let load = m.load_now();
+        metrics::gauge!("llama_scorer_requests_running", "model" => model.clone())
+            .set(load.running as f64);
+        metrics::gauge!("llama_scorer_kv_cache_utilization", "model" => model.clone())
+            .set(load.kv_cache_utilization);
+        metrics::gauge!("llama_scorer_model_info", "model" => model.clone(),
+            "system_fingerprint" => m.system_fingerprint().to_string())
+        .set(1.0);
         metrics::gauge!("llama_scorer_model_bytes", "model" => model.clone())
             .set(m.info.size_bytes as f64);
         if let Some(p) = m.prefix_stats() {

@@ -50,6 +50,9 @@ pub struct Devices {
     /// The CPU code path in use (dynamic builds: `haswell`, `zen4`, … from `libggml-cpu-<variant>.so`):
     /// part of what defines the numbers, since variants differ in their floating-point instructions.
     pub cpu_variant: Option<String>,
+    /// What each backend was compiled with (`llama_print_system_info`, e.g. `CPU : AVX2 = 1 | FMA = 1 | …`):
+    /// part of the system fingerprint.
+    pub system_info: String,
     pub devices: Vec<DeviceInfo>,
 }
 
@@ -94,6 +97,7 @@ pub fn backend() -> Result<&'static LlamaBackend, String> {
                 dynamic_backends: cfg!(feature = "dynamic-backends"),
                 backends_dir,
                 cpu_variant: loaded_cpu_variant(),
+                system_info: system_info(),
                 devices: list_llama_ggml_backend_devices()
                     .into_iter()
                     .map(|d| DeviceInfo {
@@ -130,6 +134,16 @@ pub fn backend() -> Result<&'static LlamaBackend, String> {
         })
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// llama.cpp's list of every registered backend's compiled features. Called once, while the backend
+/// initialises (llama.cpp builds the text in a static buffer).
+fn system_info() -> String {
+    // SAFETY: returns a NUL-terminated string owned by llama.cpp, copied out at once.
+    unsafe { std::ffi::CStr::from_ptr(llama_cpp_sys_2::llama_print_system_info()) }
+        .to_string_lossy()
+        .trim()
+        .to_string()
 }
 
 /// The devices found when the backend started (initialising it if needed).

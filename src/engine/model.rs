@@ -12,7 +12,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::backend::{Devices, backend, devices};
 use super::cache::{ModelIdentity, ScoreCache, ScoreKey};
+use super::fingerprint::{self, Fingerprint, FingerprintParts};
 use super::generate::{GenEvent, GenerateJob, GenerateOptions};
+use super::load::{Load, LoadNow};
 use super::prefix::{PrefixStats, PrefixStore};
 use super::schedule::{ContextSettings, JobOptions};
 use super::settings::default_n_ctx;
@@ -59,6 +61,8 @@ pub struct ModelInfo {
     /// llama.cpp counts them); 0 on a CPU-only host whatever `n_gpu_layers` asked.
     pub offloaded_layers: u32,
     pub n_offloadable_layers: u32,
+    /// What defines this model's numbers here, and its `system_fingerprint`.
+    pub fingerprint: Fingerprint,
 }
 
 /// Where llama.cpp puts a model's layers: (device, offloaded layers, offloadable layers). Mirrors
@@ -73,6 +77,23 @@ fn placement(devices: &Devices, n_layer: u32, n_gpu_layers: i32) -> (String, u32
     }
     let names: Vec<&str> = targets.iter().map(|d| d.name.as_str()).collect();
     (names.join("+"), asked, total)
+}
+
+/// The device part of a fingerprint: `CPU`, or the GPUs with their names and how many layers they hold
+/// (partial offload changes numbers). The CPU's model is left out: the same code gives the same bits on any.
+fn fingerprint_device(devices: &Devices, device: &str, offloaded: u32, total: u32) -> String {
+    if offloaded == 0 {
+        return "CPU".to_string();
+    }
+    let names: Vec<&str> = devices
+        .offload_targets()
+        .iter()
+        .map(|d| d.description.as_str())
+        .collect();
+    format!(
+        "{device} ({}), {offloaded}/{total} layers",
+        names.join(" + ")
+    )
 }
 
 /// A scored item and whether this request found it computed (cache hit or a shared computation).
@@ -105,6 +126,8 @@ pub struct LoadedModel {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Tells the inference threads to skip what is left (see [`LoadedModel::shutdown`]).
     cancel: Arc<AtomicBool>,
+    /// Jobs and KV cells in use on the inference threads now.
+    load: Arc<Load>,
 }
 
 impl LoadedModel {
@@ -117,6 +140,8 @@ impl LoadedModel {
         settings: QueueSettings,
     ) -> Result<LoadedModel, String> {
         let started = Instant::now();
+        // The content hash reads the file while llama.cpp loads it (the two share the page cache).
+        let hashing = fingerprint::spawn_sha256(path.to_path_buf());
         let layers = if n_gpu_layers < 0 {
             u32::MAX
         } else {
@@ -143,6 +168,22 @@ impl LoadedModel {
         let found = devices()?;
         let (device, offloaded_layers, n_offloadable_layers) =
             placement(found, llama.n_layer(), n_gpu_layers);
+        let chunk = settings.chunk.min(n_ctx);
+        let model_sha256 = hashing
+            .join()
+            .map_err(|_| "the thread hashing the model file panicked".to_string())?
+            .map_err(|e| format!("cannot read {} to hash it: {e}", path.display()))?;
+        let fingerprint = FingerprintParts {
+            model_sha256,
+            llama_cpp: fingerprint::llama_cpp_build(),
+            backend_features: found.system_info.clone(),
+            device: fingerprint_device(found, &device, offloaded_layers, n_offloadable_layers),
+            cpu_variant: found.cpu_variant.clone(),
+            decode_chunk: chunk,
+            n_ctx,
+            scorer: env!("CARGO_PKG_VERSION").to_string(),
+        }
+        .fingerprint();
         let info = ModelInfo {
             path: path.to_path_buf(),
             n_ctx_train,
@@ -154,13 +195,14 @@ impl LoadedModel {
             device,
             offloaded_layers,
             n_offloadable_layers,
+            fingerprint,
         };
 
         let (tx, rx) = mpsc::channel(settings.capacity);
         let rx = Arc::new(Mutex::new(rx));
         let context_settings = ContextSettings {
             n_ctx,
-            chunk: settings.chunk.min(n_ctx),
+            chunk,
             threads: settings.threads_per_worker as i32,
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -171,6 +213,7 @@ impl LoadedModel {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let cancel = Arc::new(AtomicBool::new(false));
+        let load = Arc::new(Load::new(settings.workers, n_ctx));
         let mut threads = Vec::with_capacity(settings.workers);
         for i in 0..settings.workers {
             let shared = WorkerShared {
@@ -181,6 +224,7 @@ impl LoadedModel {
                 prefixes: prefixes.clone(),
                 settings: context_settings,
                 label: name.as_str().into(),
+                load: load.clone(),
             };
             let (r, ready) = (rx.clone(), ready_tx.clone());
             let thread = std::thread::Builder::new()
@@ -225,6 +269,7 @@ impl LoadedModel {
             prefixes,
             threads: Mutex::new(threads),
             cancel,
+            load,
         })
     }
 
@@ -273,6 +318,21 @@ impl LoadedModel {
     /// Items waiting in the queue now.
     pub fn queue_depth(&self) -> usize {
         self.capacity - self.admission.available_permits()
+    }
+
+    /// Inference contexts (threads, one job each at a time).
+    pub fn contexts(&self) -> u64 {
+        self.load.contexts()
+    }
+
+    /// Jobs being computed now and the share (0–1) of KV cells they hold (see [`super::load`]).
+    pub fn load_now(&self) -> LoadNow {
+        self.load.now()
+    }
+
+    /// The `system_fingerprint` of this model's numbers here.
+    pub fn system_fingerprint(&self) -> &str {
+        &self.info.fingerprint.system_fingerprint
     }
 
     /// Scores every item, in order: cache hits at once, the rest queued (all or none: a batch whose
@@ -440,6 +500,7 @@ mod tests {
             dynamic_backends: false,
             backends_dir: None,
             cpu_variant: None,
+            system_info: String::new(),
             devices,
         }
     }

@@ -190,6 +190,12 @@ impl Policy {
             .map_err(|e| e.for_policy(&self.name))
     }
 
+    /// The `system_fingerprint` of this policy's numbers: its model's here (model file, llama.cpp build, decode
+    /// chunk, device); answers and score files carry it so results from different servers can be compared.
+    pub fn system_fingerprint(&self) -> &str {
+        self.model.system_fingerprint()
+    }
+
     /// Scores prepared items on this policy's model, in order.
     pub async fn score(
         &self,

@@ -9,6 +9,7 @@ use llama_cpp_2::model::LlamaModel;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use super::generate::{self, GenEvent, GenerateJob};
+use super::load::Load;
 use super::prefix::PrefixStore;
 use super::schedule::{ContextSettings, JobOptions, Session, create_context};
 use super::scoring::score_sequence;
@@ -48,6 +49,18 @@ impl Work {
             Work::Stop => false,
         }
     }
+
+    /// KV cells the job holds while it runs (see [`super::load`]): a scoring job its whole sequence, a
+    /// generation its prompt plus what it may generate; `None` for [`Work::Stop`].
+    fn cells(&self, n_ctx: usize) -> Option<usize> {
+        match self {
+            Work::Score { item, .. } => Some(item.tokens.len()),
+            Work::Generate(job) => {
+                Some((job.prompt.tokens.len() + job.options.max_tokens).min(n_ctx))
+            }
+            Work::Stop => None,
+        }
+    }
 }
 
 /// Shared receiving end of a model's queue: whichever idle thread locks it takes the next job.
@@ -66,6 +79,8 @@ pub struct WorkerShared {
     pub cancel: Arc<AtomicBool>,
     /// The model's name in metrics.
     pub label: Arc<str>,
+    /// Jobs and KV cells in use now, for the load gauges.
+    pub load: Arc<Load>,
 }
 
 /// Test hook: when this environment variable names a file, inference threads take no job while that file
@@ -95,6 +110,7 @@ pub fn run(
         settings,
         label,
         cancel,
+        load,
     } = shared;
     let created = create_context(&model, settings);
     let mut ctx = match created {
@@ -125,6 +141,8 @@ pub fn run(
         else {
             break;
         };
+        // Counted as running from before it stops counting as waiting, so a job is never in neither gauge.
+        let busy = work.cells(settings.n_ctx as usize).map(|c| load.begin(c));
         drop(permit);
         let model_label = label.to_string();
         let waited = enqueued.elapsed();
@@ -167,6 +185,8 @@ pub fn run(
                     queue: waited,
                     compute: computed,
                 };
+                // Done before the answer leaves: whoever reads the load after it sees the job ended.
+                drop(busy);
                 let _ = reply.send(result.map(|score| (score, times)));
             }
             Work::Generate(job) => {

@@ -215,6 +215,10 @@ fn read(answer: &Value, full: &str, boundary: usize) -> Result<ItemReport, Misfi
         scored_tokens: n - first,
         tokens: out,
         cached: false,
+        system_fingerprint: answer
+            .get("system_fingerprint")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     })
 }
 

@@ -131,6 +131,10 @@ fn read_item(v: &Value, i: usize) -> Result<ItemReport, String> {
         scored_tokens: count(v, "scored_tokens")?,
         tokens: content.iter().map(token).collect::<Result<_, _>>()?,
         cached: v.get("cached").and_then(Value::as_bool).unwrap_or(false),
+        system_fingerprint: v
+            .get("system_fingerprint")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     })
 }
 

@@ -160,7 +160,14 @@ async fn score_each_local(
         .map(|p| {
             let item = p?;
             let s = scored.next().expect("one score per prepared item")?;
-            Ok(ItemReport::local(&item, &s.score, s.cached, options, vocab))
+            Ok(ItemReport::local(
+                &item,
+                &s.score,
+                s.cached,
+                options,
+                vocab,
+                policy.system_fingerprint(),
+            ))
         })
         .collect()
 }
@@ -231,7 +238,16 @@ async fn score_local(policy: &Arc<Policy>, req: ScoreRequest) -> Result<Scores, 
     let items = prepared
         .iter()
         .zip(&scored)
-        .map(|(item, s)| ItemReport::local(item, &s.score, s.cached, &options, vocab))
+        .map(|(item, s)| {
+            ItemReport::local(
+                item,
+                &s.score,
+                s.cached,
+                &options,
+                vocab,
+                policy.system_fingerprint(),
+            )
+        })
         .collect();
     Ok(Scores {
         items,

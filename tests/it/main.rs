@@ -8,6 +8,7 @@ mod compat;
 mod determinism;
 mod devices;
 mod errors;
+mod fleet;
 mod hardening;
 mod identities;
 mod openapi;

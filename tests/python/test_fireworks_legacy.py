@@ -6,6 +6,7 @@ import importlib
 import importlib.metadata
 import os
 import sys
+from typing import List, Optional
 
 import pytest
 
@@ -23,13 +24,33 @@ def fw(server):
         del sys.modules[name]
     client = importlib.import_module("fireworks.client")
     client.api_key = API_KEY
+    allow_system_fingerprint(client)
     return client
+
+
+def allow_system_fingerprint(client):
+    """Strict but for one field: `system_fingerprint` (OpenAI's, which llama-scorer puts on every answer and
+    model entry so results from different servers can be checked for comparability) is added to the client's
+    response models; any other field they do not know is still an error."""
+    api = importlib.import_module("fireworks.client.api")
+
+    def with_fingerprint(cls):
+        fields = {"__annotations__": {"system_fingerprint": Optional[str]}, "system_fingerprint": None}
+        return type(cls.__name__, (cls,), fields)
+
+    for kind, base in [(client.Completion, "CompletionResponse"), (client.ChatCompletion, "ChatCompletionResponse")]:
+        kind.response_class = with_fingerprint(getattr(api, base))
+        kind.stream_response_class = with_fingerprint(getattr(api, base.replace("Response", "StreamResponse")))
+    model = with_fingerprint(api.Model)
+    listing = type("ListModelsResponse", (api.ListModelsResponse,), {"__annotations__": {"data": List[model]}})
+    sys.modules["fireworks.client.model"].ListModelsResponse = listing
 
 
 def test_legacy_client_echo_scoring(fw):
     r = fw.Completion.create(model=FIREWORKS_ID, prompt="The capital of France is Paris.", max_tokens=0,
                              echo=True, logprobs=1)
     lp = r.choices[0].logprobs
+    assert r.system_fingerprint.startswith("fp_")
     assert lp.token_logprobs[0] == 0.0
     assert len(lp.tokens) == r.usage.prompt_tokens
     assert lp.token_ids is not None
@@ -53,8 +74,9 @@ def test_legacy_client_generation_chat_and_streaming(fw):
 
 
 def test_legacy_client_models_and_errors(fw):
-    ids = [m.id for m in fw.Model.list().data]
-    assert FIREWORKS_ID in ids
+    models = fw.Model.list().data
+    assert FIREWORKS_ID in [m.id for m in models]
+    assert all(m.system_fingerprint.startswith("fp_") for m in models)
     with pytest.raises(Exception) as e:
         fw.Completion.create(model="no-such-model", prompt="x", max_tokens=0)
     assert "404" in str(e.value) or "not" in str(e.value).lower()

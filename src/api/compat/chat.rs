@@ -73,6 +73,7 @@ pub async fn chat_completions(
         object: "chat.completion.chunk",
         created: unix_time(),
         model: req.model,
+        system_fingerprint: policy.system_fingerprint().to_string(),
     };
     let vocab = policy.model.vocab.clone();
     let logprobs_of = move |lines: &[choice::Line<'_>], offset: usize| -> Value {
@@ -143,6 +144,7 @@ pub async fn chat_completions(
         "object": "chat.completion",
         "created": header.created,
         "model": header.model,
+        "system_fingerprint": header.system_fingerprint,
         "choices": choices,
         "usage": usage.with_completions(&outcomes),
     }))

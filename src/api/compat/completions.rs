@@ -162,6 +162,7 @@ pub async fn completions(
         object: "text_completion",
         created: unix_time(),
         model: req.model,
+        system_fingerprint: policy.system_fingerprint().to_string(),
     };
 
     if req.stream {
@@ -209,6 +210,7 @@ pub async fn completions(
         "object": header.object,
         "created": header.created,
         "model": header.model,
+        "system_fingerprint": header.system_fingerprint,
         "choices": choices,
         "usage": usage,
     }))

@@ -212,6 +212,8 @@ pub struct ChunkHeader {
     pub object: &'static str,
     pub created: u64,
     pub model: String,
+    /// The policy's `system_fingerprint` (OpenAI's field: what defines the numbers).
+    pub system_fingerprint: String,
 }
 
 impl ChunkHeader {
@@ -219,7 +221,7 @@ impl ChunkHeader {
     pub fn chunk(&self, choices: Value, usage: Option<Usage>) -> String {
         let mut v = serde_json::json!({
             "id": self.id, "object": self.object, "created": self.created,
-            "model": self.model, "choices": choices,
+            "model": self.model, "system_fingerprint": self.system_fingerprint, "choices": choices,
         });
         if let Some(u) = usage {
             v["usage"] = serde_json::to_value(u).expect("usage serializes");

@@ -1,0 +1,516 @@
+//! `llama-scorer merge`: joins the outputs of `score --shard K/N` runs into one file in the input's order,
+//! and refuses to produce a result that is not the whole, consistent answer.
+//!
+//! The original input says which (id, policy) pairs must exist: each line's id (its `id`, else its line
+//! number, as `score` names it) under the line's `policies`, else the run's default policies (`--policies`,
+//! else every policy found in the shard files). A line `score` could not read has one `{"line": N, "error"}`
+//! record instead. Merge fails, writing nothing, when a pair is missing, when two records of one pair differ
+//! (other than in `cached`), when the records of one policy carry different `system_fingerprint`s (they were
+//! computed under different models, builds or settings, so their numbers are not comparable), when a shard
+//! file holds a record the input does not ask for, or when a shard file has a torn or unreadable line.
+//! Identical duplicates (a shard rerun, overlapping files) are dropped; a success replaces an error record of
+//! the same pair. Error records are kept and counted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde_json::{Map, Value};
+
+/// What `merge` was asked to do.
+pub struct MergeArgs {
+    /// The JSONL file the shards scored (for the order and the expected pairs).
+    pub input: PathBuf,
+    /// Where the merged JSONL goes (written whole, only when the merge succeeds).
+    pub output: PathBuf,
+    /// The shard outputs.
+    pub shards: Vec<PathBuf>,
+    /// The run's policies for lines that name none; `None`: every policy found in the shard files.
+    pub policies: Option<Vec<String>>,
+}
+
+/// What a successful merge wrote.
+#[derive(Debug, Default)]
+pub struct MergeSummary {
+    /// Records written (pairs and line errors).
+    pub written: usize,
+    /// Of which error records.
+    pub errors: usize,
+    /// Duplicate records dropped (identical, or an error replaced by a success).
+    pub duplicates: usize,
+    /// Each policy's `system_fingerprint` (absent for a policy with only error records).
+    pub fingerprints: BTreeMap<String, String>,
+    /// The default policies, when they were taken from the shard files rather than `--policies`.
+    pub inferred_policies: Option<Vec<String>>,
+}
+
+/// How a record is known: an (id, policy) pair, or a line `score` could not read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Pair { id: String, policy: String },
+    Line(u64),
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Pair { id, policy } => write!(f, "(id {id}, policy {policy})"),
+            Key::Line(n) => write!(f, "the error record of input line {n}"),
+        }
+    }
+}
+
+/// A record of a shard file and where it was read.
+struct Record {
+    value: Map<String, Value>,
+    /// (index of the file, line number): the order `score` wrote records in.
+    origin: (usize, usize),
+    place: String,
+}
+
+impl Record {
+    fn is_error(&self) -> bool {
+        self.value.contains_key("error")
+    }
+
+    /// The record without `cached` (which says how it was computed, not what it is).
+    fn content(&self) -> Map<String, Value> {
+        let mut v = self.value.clone();
+        v.remove("cached");
+        v
+    }
+}
+
+/// Problems found, reported together (a few examples of each kind, and how many).
+#[derive(Default)]
+struct Problems {
+    kinds: BTreeMap<&'static str, Vec<String>>,
+}
+
+impl Problems {
+    fn add(&mut self, kind: &'static str, what: String) {
+        self.kinds.entry(kind).or_default().push(what);
+    }
+
+    fn into_result(self) -> anyhow::Result<()> {
+        if self.kinds.is_empty() {
+            return Ok(());
+        }
+        let mut text = String::from("merge failed; nothing was written:");
+        for (kind, items) in &self.kinds {
+            text.push_str(&format!("\n  {} {kind}:", items.len()));
+            for item in items.iter().take(10) {
+                text.push_str(&format!("\n    {item}"));
+            }
+            if items.len() > 10 {
+                text.push_str(&format!("\n    … and {} more", items.len() - 10));
+            }
+        }
+        bail!(text)
+    }
+}
+
+/// The key a record is known by, or why it has none.
+fn key_of(record: &Map<String, Value>) -> Result<Key, String> {
+    match (record.get("policy"), record.get("line")) {
+        (Some(Value::String(policy)), _) => Ok(Key::Pair {
+            id: id_text(record.get("id").unwrap_or(&Value::Null)),
+            policy: policy.clone(),
+        }),
+        (None, Some(line)) if record.contains_key("error") => line
+            .as_u64()
+            .map(Key::Line)
+            .ok_or_else(|| "its `line` is not a line number".to_string()),
+        _ => Err("it is neither an (id, policy) record nor a line's error record".to_string()),
+    }
+}
+
+/// An id as merge compares it: its compact JSON.
+fn id_text(id: &Value) -> String {
+    id.to_string()
+}
+
+/// Reads every shard file into one map, keeping the first of identical duplicates.
+fn read_shards(
+    shards: &[PathBuf],
+    problems: &mut Problems,
+    summary: &mut MergeSummary,
+) -> anyhow::Result<HashMap<Key, Record>> {
+    let mut records: HashMap<Key, Record> = HashMap::new();
+    for (file_index, path) in shards.iter().enumerate() {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut reader = BufReader::new(file);
+        let mut buf = String::new();
+        let mut number = 0;
+        loop {
+            buf.clear();
+            if reader
+                .read_line(&mut buf)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                == 0
+            {
+                break;
+            }
+            number += 1;
+            let place = format!("{}:{number}", path.display());
+            if buf.trim().is_empty() {
+                continue;
+            }
+            let value = match serde_json::from_str::<Value>(buf.trim_end()) {
+                Ok(Value::Object(m)) if buf.ends_with('\n') => m,
+                _ => {
+                    problems.add(
+                        "unreadable shard lines (a torn last line means an interrupted shard: rerun it to resume)",
+                        format!("{place}: not a complete JSON object line"),
+                    );
+                    continue;
+                }
+            };
+            let key = match key_of(&value) {
+                Ok(k) => k,
+                Err(why) => {
+                    problems.add("unreadable shard lines", format!("{place}: {why}"));
+                    continue;
+                }
+            };
+            let record = Record {
+                value,
+                origin: (file_index, number),
+                place,
+            };
+            match records.get(&key) {
+                None => {
+                    records.insert(key, record);
+                }
+                Some(kept) if kept.content() == record.content() => summary.duplicates += 1,
+                Some(kept) if kept.is_error() != record.is_error() => {
+                    summary.duplicates += 1;
+                    if kept.is_error() {
+                        records.insert(key, record);
+                    }
+                }
+                Some(kept) if kept.is_error() => summary.duplicates += 1,
+                Some(kept) => problems.add(
+                    "conflicting duplicates (one pair scored twice with different results)",
+                    format!("{key}: {} and {} differ", kept.place, record.place),
+                ),
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Checks that every policy's records carry one `system_fingerprint`; returns them.
+fn check_fingerprints(
+    records: &HashMap<Key, Record>,
+    problems: &mut Problems,
+) -> BTreeMap<String, String> {
+    // policy → fingerprint → an example place.
+    let mut seen: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut in_order: Vec<(&Key, &Record)> = records.iter().collect();
+    in_order.sort_by_key(|(_, r)| r.origin);
+    for (key, record) in in_order {
+        let Key::Pair { policy, .. } = key else {
+            continue;
+        };
+        if record.is_error() {
+            continue;
+        }
+        let fp = record
+            .value
+            .get("system_fingerprint")
+            .and_then(Value::as_str)
+            .unwrap_or("(none)")
+            .to_string();
+        seen.entry(policy.clone())
+            .or_default()
+            .entry(fp)
+            .or_insert_with(|| record.place.clone());
+    }
+    let mut out = BTreeMap::new();
+    for (policy, fps) in seen {
+        if fps.len() > 1 {
+            let list: Vec<String> = fps
+                .iter()
+                .map(|(fp, place)| format!("{fp} (e.g. {place})"))
+                .collect();
+            problems.add(
+                "policies whose records carry different system_fingerprints (not comparable numbers)",
+                format!("{policy}: {}", list.join(", ")),
+            );
+        }
+        if let Some(fp) = fps.into_keys().next() {
+            out.insert(policy, fp);
+        }
+    }
+    out
+}
+
+/// The policies found in the records, in the order they first appear.
+fn policies_in(records: &HashMap<Key, Record>) -> Vec<String> {
+    let mut found: Vec<(&(usize, usize), &String)> = records
+        .iter()
+        .filter_map(|(k, r)| match k {
+            Key::Pair { policy, .. } => Some((&r.origin, policy)),
+            Key::Line(_) => None,
+        })
+        .collect();
+    found.sort();
+    let mut names: Vec<String> = Vec::new();
+    for (_, p) in found {
+        if !names.contains(p) {
+            names.push(p.clone());
+        }
+    }
+    names
+}
+
+/// What one input line expects: its line-error record, or its pairs (in output order when `ordered`).
+struct Expected {
+    keys: Vec<Key>,
+    /// Whether `keys` is already in the order `score` writes them; else they follow the shard files.
+    ordered: bool,
+}
+
+/// The records an input line expects, as `score` names them (see the module comment).
+fn expected_of(
+    number: usize,
+    text: &str,
+    defaults: &[String],
+    defaults_ordered: bool,
+    records: &HashMap<Key, Record>,
+) -> Result<(String, Expected), String> {
+    let line_key = Key::Line(number as u64);
+    let single = |k: Key| Expected {
+        keys: vec![k],
+        ordered: true,
+    };
+    let Ok(Value::Object(line)) = serde_json::from_str::<Value>(text) else {
+        return Ok((String::new(), single(line_key)));
+    };
+    if records.contains_key(&line_key) {
+        return Ok((String::new(), single(line_key)));
+    }
+    let id = match line.get("id") {
+        None | Some(Value::Null) => Value::from(number),
+        Some(v) => v.clone(),
+    };
+    let id = id_text(&id);
+    let (policies, ordered) = match line.get("policies") {
+        None | Some(Value::Null) => (defaults.to_vec(), defaults_ordered),
+        Some(Value::Array(names)) => (
+            names
+                .iter()
+                .map(|n| n.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| format!("input line {number}: `policies` is not a list of names"))?,
+            true,
+        ),
+        Some(_) => return Err(format!("input line {number}: `policies` is not a list")),
+    };
+    let keys = policies
+        .into_iter()
+        .map(|policy| Key::Pair {
+            id: id.clone(),
+            policy,
+        })
+        .collect();
+    Ok((id, Expected { keys, ordered }))
+}
+
+/// Runs the merge; on success the output holds every expected record in input order.
+pub fn run(args: &MergeArgs) -> anyhow::Result<MergeSummary> {
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if args.shards.is_empty() {
+        bail!("no shard files given");
+    }
+    if let Some(p) = args
+        .shards
+        .iter()
+        .chain([&args.input])
+        .find(|p| same(p, &args.output))
+    {
+        bail!(
+            "--output {} is also an input ({}): merge writes a new file",
+            args.output.display(),
+            p.display()
+        );
+    }
+    let mut summary = MergeSummary::default();
+    let mut problems = Problems::default();
+    let mut records = read_shards(&args.shards, &mut problems, &mut summary)?;
+    summary.fingerprints = check_fingerprints(&records, &mut problems);
+    let (defaults, defaults_ordered) = match &args.policies {
+        Some(p) => (p.clone(), true),
+        None => {
+            let found = policies_in(&records);
+            summary.inferred_policies = Some(found.clone());
+            (found, false)
+        }
+    };
+
+    let text = std::fs::read_to_string(&args.input)
+        .with_context(|| format!("cannot read {}", args.input.display()))?;
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut out: Vec<Map<String, Value>> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let number = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (id, expected) = match expected_of(number, line, &defaults, defaults_ordered, &records)
+        {
+            Ok(e) => e,
+            Err(e) => {
+                problems.add("unreadable input lines", e);
+                continue;
+            }
+        };
+        if !id.is_empty()
+            && let Some(first) = ids.insert(id.clone(), number)
+        {
+            problems.add(
+                "repeated input ids (merge cannot tell their records apart)",
+                format!("id {id} on lines {first} and {number}"),
+            );
+        }
+        let mut found: Vec<Record> = Vec::new();
+        for key in expected.keys {
+            match records.remove(&key) {
+                Some(r) => found.push(r),
+                None => problems.add("missing pairs", key.to_string()),
+            }
+        }
+        if !expected.ordered {
+            found.sort_by_key(|r| r.origin);
+        }
+        out.extend(found.into_iter().map(|r| r.value));
+    }
+    let mut extra: Vec<&Record> = records.values().collect();
+    extra.sort_by_key(|r| r.origin);
+    for r in extra {
+        let key = key_of(&r.value).map_or_else(|e| e, |k| k.to_string());
+        problems.add(
+            "records the input does not ask for (another input, or other --policies?)",
+            format!("{}: {key}", r.place),
+        );
+    }
+    problems.into_result()?;
+
+    summary.written = out.len();
+    summary.errors = out.iter().filter(|r| r.contains_key("error")).count();
+    write_atomically(&args.output, &out)?;
+    Ok(summary)
+}
+
+/// Writes the records as JSONL to a temporary file beside `path`, then renames it over `path`.
+fn write_atomically(path: &Path, records: &[Map<String, Value>]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("merge-tmp");
+    let write = || -> std::io::Result<()> {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        for r in records {
+            serde_json::to_writer(&mut w, r)?;
+            w.write_all(b"\n")?;
+        }
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The summary line printed on stderr.
+impl std::fmt::Display for MergeSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "merged {} records ({} errors), dropped {} duplicates",
+            self.written, self.errors, self.duplicates
+        )?;
+        if let Some(p) = &self.inferred_policies {
+            write!(
+                f,
+                "; default policies (found in the shard files; pass --policies to check for a policy missing \
+                 from every shard): {}",
+                p.join(", ")
+            )?;
+        }
+        let fps: Vec<String> = self
+            .fingerprints
+            .iter()
+            .map(|(p, fp)| format!("{p}={fp}"))
+            .collect();
+        write!(f, "; fingerprints: {}", fps.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_known_by_pair_or_line() {
+        let m = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(
+            key_of(&m(
+                serde_json::json!({"id": "a", "policy": "p", "logprob": -1.0})
+            )),
+            Ok(Key::Pair {
+                id: "\"a\"".into(),
+                policy: "p".into()
+            })
+        );
+        assert_eq!(
+            key_of(&m(
+                serde_json::json!({"line": 4, "error": {"message": "x"}})
+            )),
+            Ok(Key::Line(4))
+        );
+        assert!(key_of(&m(serde_json::json!({"line": 4}))).is_err());
+        assert!(key_of(&m(serde_json::json!({"id": 1}))).is_err());
+    }
+
+    #[test]
+    fn input_lines_expect_their_pairs_or_their_error_record() {
+        let none = HashMap::new();
+        let defaults = vec!["p0".to_string(), "p1".to_string()];
+        let (id, e) = expected_of(3, r#"{"prompt": "a"}"#, &defaults, true, &none).unwrap();
+        assert_eq!(id, "3");
+        assert_eq!(
+            e.keys,
+            vec![
+                Key::Pair {
+                    id: "3".into(),
+                    policy: "p0".into()
+                },
+                Key::Pair {
+                    id: "3".into(),
+                    policy: "p1".into()
+                }
+            ]
+        );
+        let (_, e) = expected_of(
+            3,
+            r#"{"id": "x", "policies": ["p1"]}"#,
+            &defaults,
+            false,
+            &none,
+        )
+        .unwrap();
+        assert!(e.ordered);
+        assert_eq!(
+            e.keys,
+            vec![Key::Pair {
+                id: "\"x\"".into(),
+                policy: "p1".into()
+            }]
+        );
+        let (_, e) = expected_of(5, "{not json", &defaults, true, &none).unwrap();
+        assert_eq!(e.keys, vec![Key::Line(5)]);
+        assert!(expected_of(5, r#"{"policies": "p0"}"#, &defaults, true, &none).is_err());
+    }
+}
