@@ -5,6 +5,7 @@ pub mod api;
 pub mod bench;
 pub mod config;
 pub mod engine;
+pub mod gguf;
 pub mod input;
 pub mod remote;
 pub mod request_policy;
