@@ -365,7 +365,8 @@ fn expand_home(raw: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(raw))
 }
 
-/// Checks that `path` is a readable GGUF file (by its magic bytes), returning its canonical path.
+/// Checks that `path` is a readable GGUF file that this build's llama.cpp can load (header, tensor
+/// extents, architecture: see [`crate::gguf::check`]), returning its canonical path.
 pub fn check_gguf(path: &Path) -> Result<PathBuf, String> {
     let canonical = path
         .canonicalize()
@@ -373,16 +374,7 @@ pub fn check_gguf(path: &Path) -> Result<PathBuf, String> {
     if !canonical.is_file() {
         return Err(format!("{} is not a file", canonical.display()));
     }
-    let mut magic = [0u8; 4];
-    fs::File::open(&canonical)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map_err(|e| format!("{}: cannot read: {e}", canonical.display()))?;
-    if &magic != b"GGUF" {
-        return Err(format!(
-            "{} is not a GGUF file (it does not start with the GGUF magic bytes)",
-            canonical.display()
-        ));
-    }
+    crate::gguf::check(&canonical).map_err(|e| format!("{}: {e}", canonical.display()))?;
     Ok(canonical)
 }
 
