@@ -18,7 +18,7 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 pub const MAX_TENSORS: u64 = 1 << 20;
 /// More key-value pairs than this is refused as implausible (real models have a few dozen).
 pub const MAX_KEY_VALUES: u64 = 1 << 16;
-/// Longest key accepted (real keys are a few dozen bytes; ggml allows 1 GiB).
+/// Longest key read (real keys are a few dozen bytes; ggml allows 1 GiB).
 pub const MAX_KEY_BYTES: u64 = 1 << 16;
 /// String values up to this length are kept; longer ones are skipped and only their length kept.
 pub const MAX_KEPT_STRING: u64 = 1 << 20;
@@ -245,24 +245,10 @@ fn read_metadata<R: Read + Seek>(
     let mut metadata = Vec::new();
     let mut seen = HashSet::new();
     for i in 0..n_kv {
-        r.part = format!("key-value pair {i}");
-        let len = r.u64()?;
-        if len == 0 {
+        let key = read_name(r, &mut seen, &KEY_NAME, i)?;
+        if key.is_empty() {
             return Err(GgufError::Corrupt(format!(
                 "key-value pair {i} has an empty key"
-            )));
-        }
-        if len > MAX_KEY_BYTES {
-            return Err(GgufError::Implausible(format!(
-                "key-value pair {i} has a key of {len} bytes (at most {MAX_KEY_BYTES} are accepted)"
-            )));
-        }
-        let key = String::from_utf8_lossy(&r.bytes(len)?).into_owned();
-        r.part = format!("key-value pair {i} (`{}`)", shown(&key));
-        if !seen.insert(key.clone()) {
-            return Err(GgufError::Corrupt(format!(
-                "key `{}` appears twice",
-                shown(&key)
             )));
         }
         let ty = value_type(r, &key)?;
@@ -270,6 +256,53 @@ fn read_metadata<R: Read + Seek>(
         metadata.push((key, value));
     }
     Ok(metadata)
+}
+
+/// The name that starts each key-value pair or tensor info: what the items are called in messages, and
+/// how long a name may be.
+struct NameRule {
+    item: &'static str,
+    noun: &'static str,
+    max: u64,
+}
+
+const KEY_NAME: NameRule = NameRule {
+    item: "key-value pair",
+    noun: "key",
+    max: MAX_KEY_BYTES,
+};
+
+const TENSOR_NAME: NameRule = NameRule {
+    item: "tensor info",
+    noun: "tensor",
+    max: MAX_TENSOR_NAME,
+};
+
+/// Reads the length-prefixed name that starts item `i` under `rule`: at most `rule.max` bytes, and not
+/// one already in `seen`. From here on, errors say which item they are in.
+fn read_name<R: Read + Seek>(
+    r: &mut Reader<R>,
+    seen: &mut HashSet<String>,
+    rule: &NameRule,
+    i: u64,
+) -> Result<String, GgufError> {
+    let (item, noun, max) = (format!("{} {i}", rule.item), rule.noun, rule.max);
+    r.part = item.clone();
+    let len = r.u64()?;
+    if len > max {
+        return Err(GgufError::Corrupt(format!(
+            "{item} has a {noun} name of {len} bytes (at most {max})"
+        )));
+    }
+    let name = String::from_utf8_lossy(&r.bytes(len)?).into_owned();
+    r.part = format!("{item} (`{}`)", shown(&name));
+    if !seen.insert(name.clone()) {
+        return Err(GgufError::Corrupt(format!(
+            "{noun} `{}` appears twice",
+            shown(&name)
+        )));
+    }
+    Ok(name)
 }
 
 /// The next value-type id, which must be one of the spec's.
@@ -388,21 +421,7 @@ fn read_tensor_infos<R: Read + Seek>(
     let mut tensors = Vec::new();
     let mut seen = HashSet::new();
     for i in 0..n_tensors {
-        r.part = format!("tensor info {i}");
-        let len = r.u64()?;
-        if len > MAX_TENSOR_NAME {
-            return Err(GgufError::Corrupt(format!(
-                "tensor info {i} has a name of {len} bytes (llama.cpp allows at most {MAX_TENSOR_NAME})"
-            )));
-        }
-        let name = String::from_utf8_lossy(&r.bytes(len)?).into_owned();
-        r.part = format!("tensor info {i} (`{}`)", shown(&name));
-        if !seen.insert(name.clone()) {
-            return Err(GgufError::Corrupt(format!(
-                "tensor `{}` appears twice",
-                shown(&name)
-            )));
-        }
+        let name = read_name(r, &mut seen, &TENSOR_NAME, i)?;
         let n_dims = r.u32()?;
         if n_dims > MAX_DIMS {
             return Err(GgufError::Corrupt(format!(

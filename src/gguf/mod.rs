@@ -8,7 +8,7 @@ pub mod ggml_type;
 mod header;
 mod reader;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::Path;
 
