@@ -77,6 +77,8 @@ pub struct ServerSection {
     /// Browser origins (`scheme://host[:port]`) that may call the server besides its own page; requests
     /// from any other `Origin` get 403.
     pub allowed_origins: Option<Vec<String>>,
+    /// Map model files into memory (llama.cpp's default) rather than read them into it.
+    pub mmap: Option<bool>,
 }
 
 /// One policy as written in YAML (the seed experiment's shape).
@@ -116,6 +118,9 @@ pub struct Config {
     pub api_keys: Vec<String>,
     /// Browser origins allowed besides the server's own (empty: same-origin only).
     pub allowed_origins: Vec<String>,
+    /// Model files are mapped into memory (shared with the page cache; a file truncated in place while in
+    /// use kills the process with SIGBUS) rather than read into it.
+    pub mmap: bool,
     pub cache: CacheSettings,
     pub policies: Vec<PolicyConfig>,
 }
@@ -149,6 +154,7 @@ impl Config {
             queue_size: self.queue_size,
             chunk: self.batch_size,
             prompt_cache_bytes: self.prefix_cache_bytes,
+            mmap: self.mmap,
             cache: self.cache,
             policies: self.policies.clone(),
         }
@@ -272,6 +278,7 @@ impl Config {
                 .clone()
                 .or(file.allowed_origins)
                 .unwrap_or_default(),
+            mmap: o.mmap.or(file.mmap).unwrap_or(true),
             cache: CacheSettings {
                 max_bytes: overrides
                     .cache
@@ -436,7 +443,7 @@ mod tests {
     }
 
     fn fake_gguf(dir: &Path) -> PathBuf {
-        write(dir, "m.gguf", b"GGUF\x03\x00\x00\x00rest")
+        write(dir, "m.gguf", &crate::gguf::tests::small_valid_file())
     }
 
     fn load(dir: &Path, yaml: &str) -> Result<Config, ConfigError> {

@@ -12,3 +12,4 @@ pub mod request_policy;
 pub mod score_cmd;
 pub mod server;
 pub mod shard;
+pub mod sigbus;
