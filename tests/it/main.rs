@@ -10,6 +10,7 @@ mod devices;
 mod errors;
 mod hardening;
 mod identities;
+mod model_files;
 mod openapi;
 mod origin;
 mod page;
