@@ -79,6 +79,8 @@ pub struct ServerSection {
     /// Browser origins (`scheme://host[:port]`) that may call the server besides its own page; requests
     /// from any other `Origin` get 403.
     pub allowed_origins: Option<Vec<String>>,
+    /// Map model files into memory (llama.cpp's default) rather than read them into it.
+    pub mmap: Option<bool>,
 }
 
 /// One policy as written in YAML (the seed experiment's shape).
@@ -125,6 +127,9 @@ pub struct Config {
     pub api_keys: Vec<String>,
     /// Browser origins allowed besides the server's own (empty: same-origin only).
     pub allowed_origins: Vec<String>,
+    /// Model files are mapped into memory (shared with the page cache; a file truncated in place while in
+    /// use kills the process with SIGBUS) rather than read into it.
+    pub mmap: bool,
     pub cache: CacheSettings,
     /// The policies scored by this process's engine.
     pub policies: Vec<PolicyConfig>,
@@ -180,6 +185,7 @@ impl Config {
             queue_size: self.queue_size,
             chunk: self.batch_size,
             prompt_cache_bytes: self.prefix_cache_bytes,
+            mmap: self.mmap,
             cache: self.cache,
             policies: self.policies.clone(),
         }
@@ -366,6 +372,7 @@ impl Config {
                 .clone()
                 .or(file.allowed_origins)
                 .unwrap_or_default(),
+            mmap: o.mmap.or(file.mmap).unwrap_or(true),
             cache: CacheSettings {
                 max_bytes: overrides
                     .cache
@@ -461,7 +468,8 @@ fn expand_home(raw: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(raw))
 }
 
-/// Checks that `path` is a readable GGUF file (by its magic bytes), returning its canonical path.
+/// Checks that `path` is a readable GGUF file that this build's llama.cpp can load (header, tensor
+/// extents, architecture: see [`crate::gguf::check`]), returning its canonical path.
 pub fn check_gguf(path: &Path) -> Result<PathBuf, String> {
     let canonical = path
         .canonicalize()
@@ -469,16 +477,7 @@ pub fn check_gguf(path: &Path) -> Result<PathBuf, String> {
     if !canonical.is_file() {
         return Err(format!("{} is not a file", canonical.display()));
     }
-    let mut magic = [0u8; 4];
-    fs::File::open(&canonical)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map_err(|e| format!("{}: cannot read: {e}", canonical.display()))?;
-    if &magic != b"GGUF" {
-        return Err(format!(
-            "{} is not a GGUF file (it does not start with the GGUF magic bytes)",
-            canonical.display()
-        ));
-    }
+    crate::gguf::check(&canonical).map_err(|e| format!("{}: {e}", canonical.display()))?;
     Ok(canonical)
 }
 
@@ -692,7 +691,7 @@ mod tests {
     }
 
     fn fake_gguf(dir: &Path) -> PathBuf {
-        write(dir, "m.gguf", b"GGUF\x03\x00\x00\x00rest")
+        write(dir, "m.gguf", &crate::gguf::tests::small_valid_file())
     }
 
     fn load(dir: &Path, yaml: &str) -> Result<Config, ConfigError> {

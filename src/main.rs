@@ -111,6 +111,9 @@ struct ScoreCmdArgs {
     /// Kubernetes Indexed Job). Give each shard its own --output; `llama-scorer merge` joins them.
     #[arg(long, value_name = "K/N")]
     shard: Option<String>,
+    /// Read model files into memory instead of mapping them (see `serve --no-mmap`).
+    #[arg(long)]
+    no_mmap: bool,
 }
 
 #[derive(clap::Args)]
@@ -221,6 +224,11 @@ struct ServeArgs {
     /// (repeatable).
     #[arg(long = "allowed-origin", value_delimiter = ',')]
     allowed_origins: Vec<String>,
+    /// Read model files into memory instead of mapping them: a file truncated or rewritten in place while
+    /// serving can then not kill the server (with SIGBUS), at the cost of memory the page cache and other
+    /// processes cannot share [default: mapped].
+    #[arg(long)]
+    no_mmap: bool,
 }
 
 fn init_logging(format: LogFormat) {
@@ -254,6 +262,7 @@ fn load_config(args: &ServeArgs) -> Result<Config, String> {
             api_keys: (!args.api_keys.is_empty()).then(|| args.api_keys.clone()),
             allowed_origins: (!args.allowed_origins.is_empty())
                 .then(|| args.allowed_origins.clone()),
+            mmap: args.no_mmap.then_some(false),
         },
         cache: CacheSection {
             max_bytes: args.cache_bytes,
@@ -283,6 +292,7 @@ fn main() -> ExitCode {
                     // Room for a whole chunk under every policy at once.
                     queue_size: Some(args.chunk.max(1) * 64),
                     max_batch_items: Some(args.chunk.max(1)),
+                    mmap: args.no_mmap.then_some(false),
                     ..ServerSection::default()
                 },
                 cache: CacheSection::default(),
@@ -312,6 +322,7 @@ fn main() -> ExitCode {
             let result = Config::from_file(&args.config, &overrides)
                 .map_err(anyhow::Error::from)
                 .and_then(|cfg| {
+                    llama_scorer::sigbus::explain_for(&cfg);
                     llama_scorer::score_cmd::run(
                         cfg,
                         llama_scorer::score_cmd::ScoreArgs {
@@ -424,6 +435,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            llama_scorer::sigbus::explain_for(&cfg);
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             let result = runtime.block_on(async move {
                 let server = Server::start(cfg).await?;

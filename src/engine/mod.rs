@@ -68,6 +68,7 @@ impl Engine {
             let model = LoadedModel::load(
                 path,
                 users[0].n_gpu_layers,
+                cfg.mmap,
                 users.iter().map(|p| p.n_ctx).collect(),
                 model::QueueSettings {
                     capacity: cfg.queue_size,

@@ -131,11 +131,13 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Loads `path` and starts its inference threads; `policy_n_ctx` lists the `n_ctx` of each policy
-    /// using the file (`None` = default), which sizes the contexts.
+    /// Loads `path` (mapped into memory, or read into it when `mmap` is false) and starts its inference
+    /// threads; `policy_n_ctx` lists the `n_ctx` of each policy using the file (`None` = default), which
+    /// sizes the contexts.
     pub fn load(
         path: &Path,
         n_gpu_layers: i32,
+        mmap: bool,
         policy_n_ctx: Vec<Option<u32>>,
         settings: QueueSettings,
     ) -> Result<LoadedModel, String> {
@@ -147,7 +149,9 @@ impl LoadedModel {
         } else {
             n_gpu_layers as u32
         };
-        let params = LlamaModelParams::default().with_n_gpu_layers(layers);
+        let params = LlamaModelParams::default()
+            .with_n_gpu_layers(layers)
+            .with_use_mmap(mmap);
         let llama = LlamaModel::load_from_file(backend()?, path, &params)
             .map_err(|e| format!("llama.cpp could not load {}: {e}", path.display()))?;
         let llama = Arc::new(llama);

@@ -43,6 +43,8 @@ pub struct EngineSettings {
     pub chunk: u32,
     /// Byte budget per model for saved prompt states; 0 turns whole-prompt reuse off.
     pub prompt_cache_bytes: u64,
+    /// Map model files into memory (llama.cpp's default) rather than read them into it.
+    pub mmap: bool,
     /// The response cache.
     pub cache: CacheSettings,
     /// The policies, in configuration order.

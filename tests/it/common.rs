@@ -22,19 +22,9 @@ pub const GEMMA_CHAT: &str = "gemma-chat";
 /// Gemma 3's published chat template (its GGUF here carries none), which writes `bos_token` itself.
 pub const GEMMA3_TEMPLATE: &str = "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = \"\" -%}{%- set loop_messages = messages -%}{%- endif -%}{%- for message in loop_messages -%}{%- if (message['role'] == 'assistant') -%}{%- set role = \"model\" -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{'<start_of_turn>model\n'}}{%- endif -%}";
 
-/// Where the test models live (`scripts/fetch-models.sh` puts them in ./models).
-pub fn model_path(file: &str) -> PathBuf {
-    let dir = std::env::var_os("LLAMA_SCORER_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
-    let p = dir.join(file);
-    assert!(
-        p.is_file(),
-        "test model {} is missing: run scripts/fetch-models.sh",
-        p.display()
-    );
-    p.canonicalize().unwrap()
-}
+#[path = "../support/models.rs"]
+mod models;
+pub use models::model_path;
 
 pub fn smol_path() -> PathBuf {
     model_path("SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -261,16 +251,22 @@ fn start_with(config: &Path, hold: Option<&Hold>) -> Running {
 /// Runs `llama-scorer serve --threads 2 --port P ARGS` (held by `hold` if given) and waits until `/health`
 /// answers; every test that needs a separate server process starts it here.
 pub fn serve_with(args: &[&std::ffi::OsStr], hold: Option<&Hold>) -> Running {
-    serve_on(free_port(), args, &[], hold)
+    serve_on(free_port(), args, &[], hold, Stdio::null())
 }
 
-/// [`serve_with`] on a given port (a test that restarts a server where its clients expect it) and with
-/// extra environment variables.
+/// Like [`serve_with`], with the server's stderr sent to `stderr` (a file, to read after the server died).
+pub fn serve_with_stderr(args: &[&std::ffi::OsStr], hold: Option<&Hold>, stderr: Stdio) -> Running {
+    serve_on(free_port(), args, &[], hold, stderr)
+}
+
+/// [`serve_with`] on a given port (a test that restarts a server where its clients expect it), with extra
+/// environment variables and the server's stderr sent to `stderr`.
 pub fn serve_on(
     port: u16,
     args: &[&std::ffi::OsStr],
     env: &[(&str, &str)],
     hold: Option<&Hold>,
+    stderr: Stdio,
 ) -> Running {
     let mut command = binary();
     command.envs(env.iter().copied());
@@ -280,7 +276,7 @@ pub fn serve_on(
     let child = command
         .args(["serve", "--threads", "2", "--port", &port.to_string()])
         .args(args)
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");

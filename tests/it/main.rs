@@ -11,6 +11,7 @@ mod errors;
 mod fleet;
 mod hardening;
 mod identities;
+mod model_files;
 mod openapi;
 mod origin;
 mod page;

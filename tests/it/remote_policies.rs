@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use std::process::Stdio;
+
 use serde_json::{Value, json};
 
 use crate::common::{
@@ -31,6 +33,7 @@ fn upstream(port: u16) -> Running {
         ],
         &[],
         None,
+        Stdio::null(),
     )
 }
 
@@ -54,6 +57,7 @@ fn front(config: &Path) -> Running {
         &["--config".as_ref(), config.as_os_str()],
         &[("FRONT_TEST_KEY", FRONT_KEY)],
         None,
+        Stdio::null(),
     )
 }
 

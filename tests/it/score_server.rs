@@ -95,7 +95,7 @@ fn scoring_through_a_server_equals_the_in_process_run_even_when_the_server_dies_
     let port = free_port();
     let args = ["--config".as_ref(), config.as_os_str()];
     let hold = Hold::new(dir.path());
-    let first = serve_on(port, &args, &[], Some(&hold));
+    let first = serve_on(port, &args, &[], Some(&hold), Stdio::null());
     let url = first.base.clone();
     let remote_out = dir.path().join("remote.jsonl");
     let run = score(&config, &input, &remote_out, Some(&url));
@@ -113,7 +113,7 @@ fn scoring_through_a_server_equals_the_in_process_run_even_when_the_server_dies_
     }
     drop(first); // killed with work queued and requests open
     hold.release();
-    let _second = serve_on(port, &args, &[], None);
+    let _second = serve_on(port, &args, &[], None, Stdio::null());
     finish(run);
 
     let (local, remote) = (by_pair(&local_out), by_pair(&remote_out));
