@@ -25,7 +25,7 @@ DIST ?= target/dist
 
 .PHONY: all deps deps-test models build serve test test-rust test-python lint bench clean-venv \
 	lint-docker lint-k8s lint-deploy lint-shell docker-steps dist-dynamic gpu-kit ci-docker docker-test \
-	docker-test-if-engine fresh-machine-check
+	docker-test-if-engine fresh-machine-check soak
 
 all: build
 
@@ -87,6 +87,14 @@ $(VENV_BENCH)/.installed-portable: scripts/requirements-bench.txt
 	$(PYTHON) -m venv $(VENV_BENCH)
 	CMAKE_ARGS="$(LCP_CMAKE_ARGS)" $(VENV_BENCH)/bin/pip install -q --no-cache-dir -r scripts/requirements-bench.txt
 	touch $@
+
+## Soak: 64 clients for 10 minutes mixing scoring, batches, streamed generation, cache hits, disconnects and
+## invalid requests on both models; every answer checked against the idle server's, RSS/fds/threads sampled
+## (README "Soak"; ~13 minutes on 2 cores). Not part of `make test`: test-python runs a 45-second version.
+SOAK_CLIENTS ?= 64
+SOAK_SECONDS ?= 600
+soak: models build
+	$(PYTHON) scripts/soak.py --clients $(SOAK_CLIENTS) --duration $(SOAK_SECONDS) --out target/soak
 
 clean-venv:
 	rm -rf $(VENV) $(VENV_FW0)

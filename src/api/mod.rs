@@ -13,6 +13,7 @@ mod observe;
 pub(crate) mod origin;
 mod page;
 pub(crate) mod tokens;
+mod unread_body;
 mod usage;
 
 use std::sync::Arc;
@@ -161,6 +162,7 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .layer(axum::middleware::from_fn(server_timing))
         .layer(axum::middleware::from_fn(observe::track))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn(unread_body::announce_close))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let id = request
