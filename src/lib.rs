@@ -11,3 +11,6 @@ pub mod request_policy;
 pub mod score_cmd;
 pub mod server;
 pub mod shard;
+
+#[cfg(test)]
+mod fuzz_strategies;
