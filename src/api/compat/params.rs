@@ -44,11 +44,13 @@ pub enum Stop {
 
 /// `stream_options`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: bool,
 }
+
+crate::input::deserialize_from_objects_only!(StreamOptions);
 
 /// The sampling fields both endpoints accept (OpenAI and Fireworks names).
 #[derive(Debug, Default, Deserialize)]
@@ -279,6 +281,304 @@ impl LogprobsMode {
         match self {
             LogprobsMode::Off => 0,
             LogprobsMode::Legacy(k) | LogprobsMode::Content(k) => k,
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests (issue 14.5): the compatibility bodies are read or refused as their field types say
+    //! (the types written out here, not read off the structs), naming the field; `logprobs` and
+    //! `top_logprobs` combine as OpenAI documents.
+
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+    use crate::api::compat::chat::ChatRequest;
+    use crate::api::compat::completions::CompletionRequest;
+    use crate::fuzz_strategies::hostile_text;
+
+    /// The JSON a field takes.
+    #[derive(Debug, Clone, Copy)]
+    enum Kind {
+        Text,
+        OptText,
+        Anything,
+        Bool,
+        OptBool,
+        OptU32,
+        OptI64,
+        OptU64,
+        OptF64,
+        Stop,
+        StreamOptions,
+        LogitBias,
+        Messages,
+    }
+
+    const COMPLETION: &[(&str, Kind)] = &[
+        ("model", Kind::Text),
+        ("prompt", Kind::Anything),
+        ("echo", Kind::Bool),
+        ("echo_last", Kind::OptU32),
+        ("logprobs", Kind::Anything),
+        ("top_logprobs", Kind::OptU32),
+        ("stream", Kind::Bool),
+        ("stream_options", Kind::StreamOptions),
+        ("return_token_ids", Kind::Bool),
+        ("user", Kind::OptText),
+    ];
+
+    const CHAT: &[(&str, Kind)] = &[
+        ("model", Kind::Text),
+        ("messages", Kind::Messages),
+        ("echo", Kind::Bool),
+        ("logprobs", Kind::OptBool),
+        ("top_logprobs", Kind::OptU32),
+        ("stream", Kind::Bool),
+        ("stream_options", Kind::StreamOptions),
+        ("user", Kind::OptText),
+    ];
+
+    const SAMPLING: &[(&str, Kind)] = &[
+        ("max_tokens", Kind::OptU32),
+        ("max_completion_tokens", Kind::OptU32),
+        ("temperature", Kind::OptF64),
+        ("top_p", Kind::OptF64),
+        ("top_k", Kind::OptI64),
+        ("min_p", Kind::OptF64),
+        ("seed", Kind::OptU64),
+        ("stop", Kind::Stop),
+        ("n", Kind::OptU32),
+        ("repetition_penalty", Kind::OptF64),
+        ("frequency_penalty", Kind::OptF64),
+        ("presence_penalty", Kind::OptF64),
+        ("logit_bias", Kind::LogitBias),
+        ("context_length_exceeded_behavior", Kind::OptText),
+    ];
+
+    /// Whether a field of `kind` takes `v`.
+    fn takes(kind: Kind, v: &Value) -> bool {
+        let all =
+            |v: &Value, f: &dyn Fn(&Value) -> bool| v.as_array().is_some_and(|a| a.iter().all(f));
+        let message = |m: &Value| {
+            m.as_object().is_some_and(|o| {
+                o.keys()
+                    .all(|k| ["role", "content", "name"].contains(&k.as_str()))
+                    && o.get("role").is_some_and(Value::is_string)
+                    && o.get("content").is_some_and(Value::is_string)
+                    && o.get("name").is_none_or(|n| n.is_string() || n.is_null())
+            })
+        };
+        v.is_null() && !matches!(kind, Kind::Text | Kind::Bool | Kind::Messages)
+            || match kind {
+                Kind::Text | Kind::OptText => v.is_string(),
+                Kind::Anything => true,
+                Kind::Bool | Kind::OptBool => v.is_boolean(),
+                Kind::OptU32 => v.as_u64().is_some_and(|n| n <= u64::from(u32::MAX)),
+                Kind::OptI64 => v.as_i64().is_some(),
+                Kind::OptU64 => v.as_u64().is_some(),
+                Kind::OptF64 => v.is_number(),
+                Kind::Stop => v.is_string() || all(v, &Value::is_string),
+                Kind::StreamOptions => v.as_object().is_some_and(|o| {
+                    o.iter()
+                        .all(|(k, x)| k == "include_usage" && x.is_boolean())
+                }),
+                Kind::LogitBias => v
+                    .as_object()
+                    .is_some_and(|o| o.values().all(Value::is_number)),
+                Kind::Messages => all(v, &message),
+            }
+    }
+
+    /// `[[…[1]…]]`, `depth` lists deep.
+    fn nested(depth: usize) -> Value {
+        (0..depth).fold(json!(1), |v, _| json!([v]))
+    }
+
+    /// Values of every shape the fields meet, right and wrong.
+    fn value() -> impl Strategy<Value = Value> {
+        let fixed = prop::sample::select(vec![
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(0),
+            json!(1),
+            json!(-1),
+            json!(17),
+            json!(u32::MAX),
+            json!(u64::from(u32::MAX) + 1),
+            json!(i64::MIN),
+            json!(i64::MAX),
+            json!(u64::MAX),
+            json!(0.0),
+            json!(0.5),
+            json!(-0.5),
+            json!(1e300),
+            json!(""),
+            json!([]),
+            json!(["a"]),
+            json!(["a", 1]),
+            json!([1]),
+            json!({}),
+            json!({"include_usage": true}),
+            json!({"include_usage": 1}),
+            json!({"include_usage": null}),
+            json!([true]),
+            json!({"x": 1}),
+            json!({"5": 1.5}),
+            json!({"5": "a"}),
+            json!([{"role": "user", "content": "hi"}]),
+            json!([["user", "hi"]]),
+            json!([{"role": "user"}]),
+            json!([{"role": "user", "content": "hi", "name": null}]),
+            nested(40),
+        ]);
+        prop_oneof![4 => fixed, 1 => hostile_text().prop_map(Value::String), 1 => any::<f64>().prop_filter("JSON numbers", |f| f.is_finite()).prop_map(Value::from)]
+    }
+
+    /// A body of unique keys, known ones mostly, in the generated order.
+    fn body(fields: &'static [(&'static str, Kind)]) -> impl Strategy<Value = Map<String, Value>> {
+        let names: Vec<&str> = fields.iter().chain(SAMPLING).map(|(n, _)| *n).collect();
+        let key = prop_oneof![
+            8 => prop::sample::select(names).prop_map(String::from),
+            1 => hostile_text(),
+        ];
+        prop::collection::vec((key, value()), 0..8).prop_map(|kv| kv.into_iter().collect())
+    }
+
+    /// The field the contract refuses first, as (its name, whether it is missing rather than wrong).
+    fn refusal(fields: &[(&str, Kind)], body: &Map<String, Value>) -> Option<(String, bool)> {
+        let kind_of = |table: &[(&str, Kind)], k: &str| {
+            table.iter().find(|(n, _)| *n == k).map(|(_, kind)| *kind)
+        };
+        if let Some(k) = body
+            .keys()
+            .find(|k| kind_of(fields, k).or(kind_of(SAMPLING, k)).is_none())
+        {
+            return Some((k.clone(), false));
+        }
+        let wrong = |table: &[(&str, Kind)]| {
+            body.iter()
+                .find(|(k, v)| kind_of(table, k).is_some_and(|kind| !takes(kind, v)))
+                .map(|(k, _)| (k.clone(), false))
+        };
+        let required = ["model", "prompt", "messages"];
+        let missing = fields
+            .iter()
+            .find(|(n, _)| required.contains(n) && !body.contains_key(*n))
+            .map(|(n, _)| (n.to_string(), true));
+        wrong(fields).or(missing).or_else(|| wrong(SAMPLING))
+    }
+
+    fn check<R: serde::de::DeserializeOwned>(
+        fields: &[(&str, Kind)],
+        body: &Map<String, Value>,
+    ) -> Result<(), TestCaseError> {
+        let text = Value::Object(body.clone()).to_string();
+        let got = parse_with_sampling::<R>(Ok(Bytes::from(text.clone()))).map(|_| ());
+        match (refusal(fields, body), got) {
+            (None, Ok(())) => {}
+            (Some((field, true)), Err(e)) => {
+                prop_assert!(
+                    e.message.contains(&format!("missing field `{field}`")),
+                    "{}: {:?}",
+                    text,
+                    e
+                )
+            }
+            (Some((field, false)), Err(e)) => {
+                let param = e.param.clone().unwrap_or_default();
+                prop_assert!(
+                    param == field
+                        || param.starts_with(&format!("{field}."))
+                        || param.starts_with(&format!("{field}[")),
+                    "{}: {:?} does not name {}",
+                    text,
+                    e,
+                    field
+                );
+                prop_assert_eq!(e.status.as_u16(), 400);
+            }
+            (expected, got) => prop_assert!(
+                false,
+                "{}: expected refusal {:?}, got {:?}",
+                text,
+                expected,
+                got
+            ),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_oracles_field_tables_are_the_wire_types() {
+        fn names(t: &[(&'static str, Kind)]) -> Vec<&'static str> {
+            t.iter().map(|(n, _)| *n).collect()
+        }
+        assert_eq!(fields_of::<CompletionRequest>(), names(COMPLETION));
+        assert_eq!(fields_of::<ChatRequest>(), names(CHAT));
+        assert_eq!(fields_of::<Sampling>(), names(SAMPLING));
+    }
+
+    /// Found by `completion_bodies_are_read_as_their_types_say`: serde's derive read `stream_options` from
+    /// a list, fields by position, so `[true]` turned `include_usage` on.
+    #[test]
+    fn stream_options_sent_as_a_list_are_refused() {
+        let body = json!({"model": "m", "prompt": "p", "stream_options": [true]}).to_string();
+        let e = parse_with_sampling::<CompletionRequest>(Ok(Bytes::from(body))).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("stream_options"));
+        assert!(
+            e.message.contains("invalid type: sequence"),
+            "{}",
+            e.message
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn completion_bodies_are_read_as_their_types_say(body in body(COMPLETION)) {
+            check::<CompletionRequest>(COMPLETION, &body)?;
+        }
+
+        #[test]
+        fn chat_bodies_are_read_as_their_types_say(body in body(CHAT)) {
+            check::<ChatRequest>(CHAT, &body)?;
+        }
+
+        #[test]
+        fn completions_logprobs_modes_follow_openai(
+            logprobs in prop::option::of(value()),
+            top in prop::option::of(prop_oneof![0u32..8, any::<u32>()]),
+        ) {
+            let expected = match &logprobs {
+                None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(LogprobsMode::Off),
+                Some(Value::Bool(true)) => Ok(LogprobsMode::Content(top.unwrap_or(0) as usize)),
+                Some(v) => match v.as_u64() {
+                    Some(k) if k <= 5 => Ok(LogprobsMode::Legacy(k as usize)),
+                    _ => Err("logprobs"),
+                },
+            }
+            .and_then(|mode| match (mode, top) {
+                (LogprobsMode::Content(k), _) if k > 5 => Err("top_logprobs"),
+                (LogprobsMode::Content(_), _) | (_, None) => Ok(mode),
+                (_, Some(_)) => Err("top_logprobs"),
+            });
+            let got = LogprobsMode::for_completions(&logprobs, top).map_err(|e| e.param);
+            prop_assert_eq!(got, expected.map_err(|f| Some(f.to_string())));
+        }
+
+        #[test]
+        fn chat_logprobs_modes_follow_openai(logprobs in prop::option::of(any::<bool>()), top in prop::option::of(prop_oneof![0u32..24, any::<u32>()])) {
+            let expected = match (logprobs.unwrap_or(false), top) {
+                (_, Some(k)) if k > 20 => Err("top_logprobs"),
+                (true, k) => Ok(LogprobsMode::Content(k.unwrap_or(0) as usize)),
+                (false, Some(_)) => Err("top_logprobs"),
+                (false, None) => Ok(LogprobsMode::Off),
+            };
+            let got = LogprobsMode::for_chat(logprobs, top).map_err(|e| e.param);
+            prop_assert_eq!(got, expected.map_err(|f| Some(f.to_string())));
         }
     }
 }
