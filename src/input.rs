@@ -43,7 +43,15 @@ impl std::error::Error for InputError {}
 /// Parses JSON bytes into `T` strictly: errors name the field's path, trailing data is refused.
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, InputError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // A syntax error is the body's, not a field's: where the parser stopped (`?` inside a broken key,
+        // `[0]` in a list) names no field of the request.
+        if e.inner().is_data() {
+            path_error(e)
+        } else {
+            InputError::new("", e.into_inner().to_string())
+        }
+    })?;
     de.end()
         .map_err(|e| InputError::new("", format!("trailing data after the JSON object: {e}")))?;
     Ok(value)
@@ -76,9 +84,10 @@ pub fn reject_unknown(
         .keys()
         .find(|k| !known.iter().any(|fields| fields.contains(&k.as_str())))
     {
+        // The message names the key too: an empty name cannot stand as a `param`.
         Some(k) => Err(InputError::new(
             k.as_str(),
-            "Extra inputs are not permitted",
+            format!("Extra inputs are not permitted (unknown field `{k}`)"),
         )),
         None => Ok(()),
     }
@@ -506,6 +515,16 @@ mod fuzz {
     fn a_key_named_dot_is_named() {
         let e = from_slice::<WireItem>(br#"{".": 1}"#).unwrap_err();
         assert_eq!(e.param, ".");
+    }
+
+    /// Found by the HTTP fuzz tests: a syntax error named the parser's position as the field (`?` for a key
+    /// with invalid UTF-8, `prompt` for a body cut after that key, `[0]` inside a list).
+    #[test]
+    fn syntax_errors_name_no_field() {
+        for body in [&b"{\"pro\xffmpt\": 1}"[..], b"{\"prompt\":", b"[\x00"] {
+            let e = from_slice::<WireItem>(body).unwrap_err();
+            assert_eq!(e.param, "", "{e}");
+        }
     }
 
     proptest! {

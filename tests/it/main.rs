@@ -8,6 +8,10 @@ mod compat;
 mod determinism;
 mod devices;
 mod errors;
+mod fuzz_http;
+/// The hostile-text generators of the library's own property tests.
+#[path = "../../src/fuzz_strategies.rs"]
+mod fuzz_strategies;
 mod hardening;
 mod identities;
 mod openapi;
