@@ -4,10 +4,11 @@
 //! UTF-8, duplicate keys, NaN). Every answer must be a 2xx, or a 4xx in the error shape naming a field that
 //! the request has; never a 5xx, never a dropped connection, and the server answers /health afterwards.
 //!
-//! `LLAMA_SCORER_FUZZ_CASES` bounds the cases per test (default [`DEFAULT_CASES`], about a minute in all on
-//! two cores); `make fuzz` runs many more. A failure prints the request and the seed:
-//! `LLAMA_SCORER_FUZZ_SEED=<seed>` replays the run, and proptest keeps the shrunk case in
-//! `proptest-regressions/` to try first next time.
+//! `LLAMA_SCORER_FUZZ_CASES` bounds the cases per test (default [`DEFAULT_CASES`]) and
+//! `LLAMA_SCORER_FUZZ_SECONDS` their time (default [`DEFAULT_SECONDS`]: with two tests at a time, about a
+//! minute in all); `make fuzz` runs many more. A failure prints the (shrunk) request and the command that
+//! replays it (`LLAMA_SCORER_FUZZ_SEED`), and proptest keeps the case in `proptest-regressions/` to try
+//! first next time.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -20,7 +21,11 @@ use crate::common::*;
 use crate::fuzz_strategies::{hostile_json, hostile_text};
 
 /// Cases per test when `LLAMA_SCORER_FUZZ_CASES` is not set.
-const DEFAULT_CASES: u32 = 120;
+const DEFAULT_CASES: u32 = 200;
+/// Seconds per test after which no new chunk starts, when `LLAMA_SCORER_FUZZ_SECONDS` is not set.
+const DEFAULT_SECONDS: u32 = 20;
+/// Cases per proptest run (each run its own seed).
+const CHUNK: u32 = 10;
 
 const POLICY: &str = "fz";
 const POLICY_SYSTEM: &str = "fz-system";
@@ -60,17 +65,12 @@ fn seed() -> u64 {
     })
 }
 
-fn config() -> Config {
-    let cases = std::env::var("LLAMA_SCORER_FUZZ_CASES")
+/// A count from the environment, else `default`.
+fn env_count(name: &str, default: u32) -> u32 {
+    std::env::var(name)
         .ok()
-        .map(|s| s.parse().expect("LLAMA_SCORER_FUZZ_CASES is a count"))
-        .unwrap_or(DEFAULT_CASES);
-    Config {
-        cases,
-        rng_seed: RngSeed::Fixed(seed()),
-        max_shrink_iters: 200,
-        ..Config::default()
-    }
+        .map(|s| s.parse().unwrap_or_else(|_| panic!("{name} is a count")))
+        .unwrap_or(default)
 }
 
 // --- valid requests ------------------------------------------------------------------------------------
@@ -477,9 +477,8 @@ fn send_and_check((path, body, structure): &Request) -> Result<(), TestCaseError
     let request = String::from_utf8_lossy(&body[..body.len().min(2000)]).into_owned();
     let fail = |what: String| {
         TestCaseError::fail(format!(
-            "POST {path} {request:?} ({} bytes): {what}\n  replay: LLAMA_SCORER_FUZZ_SEED={} cargo test --release --test it fuzz_http",
-            body.len(),
-            seed()
+            "POST {path} {request:?} ({} bytes): {what}",
+            body.len()
         ))
     };
     let started = Instant::now();
@@ -507,26 +506,41 @@ fn send_and_check((path, body, structure): &Request) -> Result<(), TestCaseError
         .map_err(|e| fail(format!("{status} {e}: {text:.600}")))
 }
 
-/// Runs `cases` requests drawn from `requests`, then checks that the server is still healthy.
+/// Runs up to `LLAMA_SCORER_FUZZ_CASES` requests drawn from `requests`, stopping early once
+/// `LLAMA_SCORER_FUZZ_SECONDS` have passed (so a slow or busy machine keeps CI's time bounded; the count run
+/// is printed), then checks that the server is still healthy. The cases run in chunks of [`CHUNK`], chunk k
+/// with seed + k, so a failure is replayed by its chunk's seed alone.
 fn fuzz(name: &str, requests: impl Strategy<Value = Request>) {
-    let config = config();
-    let cases = config.cases;
-    let mut runner = TestRunner::new(Config {
-        source_file: Some(file!()),
-        ..config
-    });
+    let cases = env_count("LLAMA_SCORER_FUZZ_CASES", DEFAULT_CASES);
+    let budget =
+        Duration::from_secs(env_count("LLAMA_SCORER_FUZZ_SECONDS", DEFAULT_SECONDS).into());
     let started = Instant::now();
-    let result = runner.run(&requests, |request| send_and_check(&request));
-    let secs = started.elapsed().as_secs_f64();
-    match result {
-        Ok(()) => {}
-        // The reason carries the request (shrunk) as text; the value would print it again as numbers.
-        Err(TestError::Fail(reason, _)) => panic!("{name}: {reason}"),
-        Err(e) => panic!("{name}: {e}\n  seed {}", seed()),
+    let mut done = 0;
+    while done < cases && started.elapsed() < budget {
+        let n = (cases - done).min(CHUNK);
+        let chunk_seed = seed().wrapping_add(u64::from(done / CHUNK));
+        let mut runner = TestRunner::new(Config {
+            cases: n,
+            rng_seed: RngSeed::Fixed(chunk_seed),
+            max_shrink_iters: 200,
+            source_file: Some(file!()),
+            ..Config::default()
+        });
+        let replay = format!(
+            "replay: LLAMA_SCORER_FUZZ_SEED={chunk_seed} LLAMA_SCORER_FUZZ_CASES={n} cargo test --release --test it fuzz_http"
+        );
+        match runner.run(&requests, |request| send_and_check(&request)) {
+            Ok(()) => {}
+            // The reason carries the (shrunk) request as text; the value would print it again as numbers.
+            Err(TestError::Fail(reason, _)) => panic!("{name}: {reason}\n  {replay}"),
+            Err(e) => panic!("{name}: {e}\n  {replay}"),
+        }
+        done += n;
     }
+    let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "{name}: {cases} cases in {secs:.1} s ({:.1}/s), seed {}",
-        f64::from(cases) / secs,
+        "{name}: {done} of {cases} cases in {secs:.1} s ({:.2}/s), seed {}",
+        f64::from(done) / secs,
         seed()
     );
     let r = client()
