@@ -25,7 +25,7 @@ DIST ?= target/dist
 
 .PHONY: all deps deps-test models build serve test test-rust test-python lint bench clean-venv \
 	lint-docker lint-k8s lint-deploy lint-shell docker-steps dist-dynamic gpu-kit ci-docker docker-test \
-	docker-test-if-engine fresh-machine-check soak
+	docker-test-if-engine fresh-machine-check soak fuzz
 
 all: build
 
@@ -72,6 +72,18 @@ test-rust: models
 test-python: models build $(VENV)/.installed $(VENV_FW0)/.installed
 	$(VENV)/bin/python -m pytest -q tests/python --ignore=tests/python/test_fireworks_legacy.py
 	$(VENV_FW0)/bin/python -m pytest -q tests/python/test_fireworks_legacy.py
+
+## The property tests of the parsers that take user input, with many cases: `make test` runs them bounded
+## (256 cases each in process; against the server 200 cases or 20 s per endpoint family). Here up to
+## FUZZ_CASES or FUZZ_SECONDS per family (~25 min on 2 cores); not in CI. A failure prints the request
+## and the command that replays it.
+FUZZ_UNIT_CASES ?= 100000
+FUZZ_CASES ?= 3000
+FUZZ_SECONDS ?= 600
+fuzz: models
+	PROPTEST_CASES=$(FUZZ_UNIT_CASES) cargo test --release --locked --lib fuzz
+	LLAMA_SCORER_FUZZ_CASES=$(FUZZ_CASES) LLAMA_SCORER_FUZZ_SECONDS=$(FUZZ_SECONDS) \
+		cargo test --release --locked --test it fuzz_http -- --nocapture
 
 ## Throughput: HTTP vs the engine alone vs llama-cpp-python on the default model, one run, one table and
 ## chart (see README "Performance"; ~17 minutes on 2 cores).

@@ -18,3 +18,6 @@ pub mod server;
 pub mod shard;
 pub mod sigbus;
 pub mod weights_report;
+
+#[cfg(test)]
+mod fuzz_strategies;

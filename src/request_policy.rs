@@ -125,4 +125,69 @@ mod tests {
         assert_eq!(fit_max_tokens(20, 90, 100, true), Err(NoRoom { room: 10 }));
         assert_eq!(fit_max_tokens(5, 100, 100, false), Ok(0));
     }
+
+    mod fuzz {
+        //! Property tests (issue 14.5): the numeric rules over all inputs, NaN and infinities included,
+        //! against their documented meaning.
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #[test]
+            fn ranges_take_finite_numbers_inside_only(
+                v in prop_oneof![any::<f64>(), Just(f64::NAN), Just(f64::INFINITY), Just(-0.0), -2.0..2.0f64],
+                lo in -1e6..1e6f64,
+                width in prop_oneof![Just(0.0), 0.0..1e6f64],
+            ) {
+                let hi = lo + width;
+                match check_range(v, (lo, hi)) {
+                    Ok(got) => prop_assert!(got.to_bits() == v.to_bits() && lo <= v && v <= hi),
+                    Err(m) => {
+                        prop_assert!(!(v.is_finite() && lo <= v && v <= hi), "{} refused: {}", v, m);
+                        prop_assert!(m.contains(&format!("between {lo} and {hi}")), "{}", m);
+                    }
+                }
+                let t = check_temperature(v);
+                prop_assert_eq!(t.is_ok(), v.is_finite() && (1e-3..=1e3).contains(&v), "{:?}", t);
+                prop_assert!(t.err().is_none_or(|m| m.starts_with("must be a number")));
+            }
+
+            #[test]
+            fn top_logprobs_within_the_limit_pass_unchanged(k in any::<u32>(), max in prop_oneof![Just(5u32), Just(20), any::<u32>()]) {
+                match check_top_logprobs(k, max) {
+                    Ok(got) => prop_assert!(k <= max && got == k as usize),
+                    Err(m) => prop_assert!(k > max && m.contains(&k.to_string()), "{}", m),
+                }
+            }
+
+            #[test]
+            fn seeds_below_2_32_stay_themselves_and_choices_differ(seed in any::<u64>(), low in any::<u32>()) {
+                prop_assert_eq!(fold_seed(u64::from(low)), low);
+                let folded = fold_seed(seed);
+                let choices: std::collections::HashSet<u32> = (0..16).map(|j| choice_seed(folded, j)).collect();
+                prop_assert_eq!(choices.len(), 16);
+                prop_assert_eq!(choice_seed(folded, 0), folded);
+            }
+
+            #[test]
+            fn max_tokens_is_kept_shrunk_to_the_room_or_refused(
+                max_tokens in prop_oneof![0usize..300, any::<usize>()],
+                prompt_len in prop_oneof![0usize..300, any::<usize>()],
+                n_ctx in prop_oneof![0usize..300, any::<usize>()],
+                error_on_overflow in any::<bool>(),
+            ) {
+                // The room is what the context leaves after the prompt (none when the prompt fills it).
+                let room = n_ctx.saturating_sub(prompt_len);
+                let fits = max_tokens == 0 || prompt_len as u128 + max_tokens as u128 <= n_ctx as u128;
+                let expected = match (fits, error_on_overflow) {
+                    (true, _) => Ok(max_tokens),
+                    (false, false) => Ok(room),
+                    (false, true) => Err(NoRoom { room }),
+                };
+                prop_assert_eq!(fit_max_tokens(max_tokens, prompt_len, n_ctx, error_on_overflow), expected);
+            }
+        }
+    }
 }

@@ -23,6 +23,17 @@ pub fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result
             "the request body is empty; send a JSON object",
         ));
     }
+    // serde reads a struct from a JSON list too (its fields by position): a request body is an object.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        let other: serde_json::Value = crate::input::from_slice(&bytes)?;
+        return Err(ApiError::invalid(
+            "",
+            format!(
+                "the request body must be a JSON object, got {}",
+                kind_of(&other)
+            ),
+        ));
+    }
     Ok(crate::input::from_slice(&bytes)?)
 }
 
@@ -30,16 +41,7 @@ pub fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result
 pub fn parse_object(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
-    match parse::<serde_json::Value>(body)? {
-        serde_json::Value::Object(map) => Ok(map),
-        other => Err(ApiError::invalid(
-            "",
-            format!(
-                "the request body must be a JSON object, got {}",
-                kind_of(&other)
-            ),
-        )),
-    }
+    parse(body)
 }
 
 fn kind_of(v: &serde_json::Value) -> &'static str {

@@ -79,9 +79,10 @@ impl ChatTemplate {
                 .lstrip_blocks(true)
                 .build()?,
         );
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_unknown_method_callback(python_methods);
         env.add_function("raise_exception", raise_exception);
         env.add_filter("tojson", python_tojson);
+        env.add_filter("trim", python_trim);
         env.add_template_owned(NAME, source.to_owned())?;
         Ok(ChatTemplate {
             env,
@@ -104,6 +105,39 @@ impl ChatTemplate {
             eos_token => self.eos_token.as_str(),
         })
     }
+}
+
+/// Python's `str.isspace()`: Unicode whitespace as Rust's `char::is_whitespace` has it, plus the ASCII
+/// separators U+001C–U+001F, which Rust (and so minijinja) does not count.
+fn python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// Jinja2's `trim` is Python's `str.strip(chars)`: without `chars`, Python's whitespace.
+fn python_trim(value: &str, chars: Option<&str>) -> String {
+    match chars {
+        Some(chars) => value.trim_matches(|c| chars.contains(c)).to_owned(),
+        None => value.trim_matches(python_space).to_owned(),
+    }
+}
+
+/// Python's string methods (minijinja-contrib's pycompat), with `strip`, `lstrip` and `rstrip` without
+/// arguments stripping Python's whitespace (pycompat strips Rust's).
+fn python_methods(
+    state: &mut minijinja::State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, Error> {
+    if let (Some(s), []) = (value.as_str(), args) {
+        match method {
+            "strip" => return Ok(Value::from(s.trim_matches(python_space))),
+            "lstrip" => return Ok(Value::from(s.trim_start_matches(python_space))),
+            "rstrip" => return Ok(Value::from(s.trim_end_matches(python_space))),
+            _ => {}
+        }
+    }
+    minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
 }
 
 fn raise_exception(message: String) -> Result<Value, Error> {
@@ -234,5 +268,150 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.render(&[], true).unwrap(), "fixed");
+    }
+
+    mod fuzz {
+        //! Property tests (issue 14.5): any messages — Jinja-looking text, NUL, control and Unicode
+        //! whitespace characters, long strings, any role — render as Hugging Face's Jinja2 would, written
+        //! out here by hand for each template, or fail with the template's own error; never a panic.
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::{SMOLLM2, msg};
+        use crate::fuzz_strategies::hostile_text;
+
+        /// Gemma 3's published chat template (it `trim`s every message's content).
+        const GEMMA3: &str = "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = \"\" -%}{%- set loop_messages = messages -%}{%- endif -%}{%- for message in loop_messages -%}{%- if (message['role'] == 'assistant') -%}{%- set role = \"model\" -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{'<start_of_turn>model\n'}}{%- endif -%}";
+
+        /// A template in the style of Llama 3 and Qwen: refuses unknown roles, `.strip()`s the content and
+        /// writes each message with `tojson`.
+        const STRICT: &str = "{% for m in messages %}{% if m.role not in ['system', 'user', 'assistant'] %}{{ raise_exception('unknown role') }}{% endif %}<|{{ m.role }}|>{{ m.content.strip() }}|{{ m.content.lstrip() }}|{{ m.content.rstrip() }}|{{ m | tojson }}{% endfor %}";
+
+        /// Python's `str.isspace()` characters, as CPython 3 lists them
+        /// (`[c for c in range(0x110000) if chr(c).isspace()]`).
+        fn python_space(c: char) -> bool {
+            matches!(c, '\t'..='\r' | '\u{1c}'..='\u{20}' | '\u{85}' | '\u{a0}' | '\u{1680}'
+                | '\u{2000}'..='\u{200a}' | '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}')
+        }
+
+        /// Python's `json.dumps(s, ensure_ascii=False)` of a string.
+        fn python_json_string(s: &str) -> String {
+            let mut out = String::from("\"");
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    '\u{8}' => out.push_str("\\b"),
+                    '\u{c}' => out.push_str("\\f"),
+                    c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+
+        fn role() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => prop::sample::select(&["system", "user", "assistant"][..]).prop_map(String::from),
+                1 => hostile_text(),
+            ]
+        }
+
+        fn messages(n: std::ops::Range<usize>) -> impl Strategy<Value = Vec<ChatMessage>> {
+            let message = (role(), hostile_text(), prop::option::of(hostile_text())).prop_map(
+                |(role, content, name)| ChatMessage {
+                    role,
+                    content,
+                    name,
+                },
+            );
+            prop::collection::vec(message, n)
+        }
+
+        proptest! {
+            #[test]
+            fn chatml_renders_every_message_verbatim(messages in messages(0..5), generation in any::<bool>()) {
+                let t = ChatTemplate::new(SMOLLM2, "<|im_start|>", "<|im_end|>").unwrap();
+                let mut expected = String::new();
+                if messages.first().is_some_and(|m| m.role != "system") {
+                    expected.push_str("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n");
+                }
+                for m in &messages {
+                    expected.push_str(&format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content));
+                }
+                if generation {
+                    expected.push_str("<|im_start|>assistant\n");
+                }
+                prop_assert_eq!(t.render(&messages, generation).unwrap(), expected);
+            }
+
+            #[test]
+            fn gemma_trims_content_as_python_does(messages in messages(1..5)) {
+                let t = ChatTemplate::new(GEMMA3, "<bos>", "<eos>").unwrap();
+                let (prefix, turns) = match messages[0].role.as_str() {
+                    "system" => (format!("{}\n\n", messages[0].content), &messages[1..]),
+                    _ => (String::new(), &messages[..]),
+                };
+                let mut expected = String::from("<bos>");
+                for (i, m) in turns.iter().enumerate() {
+                    let role = if m.role == "assistant" { "model" } else { &m.role };
+                    let first = if i == 0 { prefix.as_str() } else { "" };
+                    let content = m.content.trim_matches(python_space);
+                    expected.push_str(&format!("<start_of_turn>{role}\n{first}{content}<end_of_turn>\n"));
+                }
+                expected.push_str("<start_of_turn>model\n");
+                prop_assert_eq!(t.render(&messages, true).unwrap(), expected);
+            }
+
+            #[test]
+            fn strict_templates_strip_dump_and_refuse_as_python_does(messages in messages(0..4)) {
+                let t = ChatTemplate::new(STRICT, "", "").unwrap();
+                let known = ["system", "user", "assistant"];
+                let got = t.render(&messages, true);
+                if messages.iter().any(|m| !known.contains(&m.role.as_str())) {
+                    let e = got.unwrap_err();
+                    prop_assert!(e.to_string().contains("unknown role"), "{}", e);
+                    return Ok(());
+                }
+                let mut expected = String::new();
+                for m in &messages {
+                    let c = &m.content;
+                    let mut json = format!("{{\"role\": {}, \"content\": {}", python_json_string(&m.role), python_json_string(c));
+                    if let Some(name) = &m.name {
+                        json.push_str(&format!(", \"name\": {}", python_json_string(name)));
+                    }
+                    expected.push_str(&format!(
+                        "<|{}|>{}|{}|{}|{json}}}",
+                        m.role,
+                        c.trim_matches(python_space),
+                        c.trim_start_matches(python_space),
+                        c.trim_end_matches(python_space),
+                    ));
+                }
+                prop_assert_eq!(got.unwrap(), expected);
+            }
+        }
+
+        /// Found by `gemma_trims_content_as_python_does`: minijinja's `trim` and pycompat's `strip` kept the
+        /// ASCII separators U+001C–U+001F, which Python's `str.strip()` removes, so the prompt differed from
+        /// Hugging Face's.
+        #[test]
+        fn separator_characters_are_whitespace_as_in_python() {
+            let t = ChatTemplate::new(GEMMA3, "<bos>", "<eos>").unwrap();
+            assert_eq!(
+                t.render(&[msg("user", "\u{1f}Hi\u{1c}")], true).unwrap(),
+                "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+            );
+            let t = ChatTemplate::new("{{ messages[0].content.strip() }}", "", "").unwrap();
+            assert_eq!(
+                t.render(&[msg("user", "\u{1d} a \u{1e}")], true).unwrap(),
+                "a"
+            );
+        }
     }
 }

@@ -107,11 +107,17 @@ pub fn client() -> reqwest::blocking::Client {
 
 /// POSTs a JSON body to `path` on `base`; returns the status and the parsed body.
 pub fn post_to(base: &str, path: &str, body: &Value) -> (u16, Value) {
-    let r = client()
-        .post(format!("{base}{path}"))
-        .json(body)
-        .send()
-        .expect("request sent");
+    post(client().post(format!("{base}{path}")).json(body))
+}
+
+/// POSTs raw bytes (JSON or not, no content type) to `path` on `base`; returns the status and the body.
+pub fn post_raw(base: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
+    post(client().post(format!("{base}{path}")).body(body))
+}
+
+/// Sends a request; returns the status and the body parsed as JSON (else `{"raw": text}`).
+fn post(request: reqwest::blocking::RequestBuilder) -> (u16, Value) {
+    let r = request.send().expect("request sent");
     let status = r.status().as_u16();
     let text = r.text().unwrap();
     let v = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text }));

@@ -21,13 +21,7 @@ fn expect_error(body: Value, status: u16, field: &str) -> Value {
 }
 
 fn raw_post(body: &str) -> (u16, Value) {
-    let r = client()
-        .post(format!("{}/v1/logprobs", server()))
-        .body(body.to_string())
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap())
+    post_raw(server(), "/v1/logprobs", body.into())
 }
 
 #[test]

@@ -9,6 +9,10 @@ mod determinism;
 mod devices;
 mod errors;
 mod fleet;
+mod fuzz_http;
+/// The hostile-text generators of the library's own property tests.
+#[path = "../../src/fuzz_strategies.rs"]
+mod fuzz_strategies;
 mod hardening;
 mod identities;
 mod model_files;

@@ -49,14 +49,8 @@ pub async fn plan_choices(
             .iter()
             .enumerate()
             .map(|(i, input)| {
-                p.prepare_prompt(input).map_err(|e| {
-                    let e = rename_prompt_field(e);
-                    if many {
-                        e.within(&format!("prompt[{i}]"))
-                    } else {
-                        e
-                    }
-                })
+                p.prepare_prompt(input)
+                    .map_err(|e| wire_prompt_field(e, many.then_some(i)))
             })
             .collect::<Result<Vec<_>, ScoreError>>()
     })
@@ -130,9 +124,19 @@ pub async fn local_or_forward(
     Ok(Err(axum::Json(answer).into_response()))
 }
 
-/// Completions take token-id prompts in `prompt`: name that field as the client wrote it.
-fn rename_prompt_field(e: ScoreError) -> ScoreError {
-    e.map_field(|field| field.replacen("prompt_token_ids", "prompt", 1))
+/// Names a prompt's field as the client wrote it: text and token ids are both `prompt` on the wire, the
+/// `i`-th of several `prompt[i]` (`prompt[1][3]` for its fourth token id).
+fn wire_prompt_field(e: ScoreError, i: Option<usize>) -> ScoreError {
+    let name = i.map_or_else(|| "prompt".to_string(), |i| format!("prompt[{i}]"));
+    e.map_field(|field| {
+        match field
+            .strip_prefix("prompt_token_ids")
+            .or_else(|| field.strip_prefix("prompt"))
+        {
+            Some(rest) => format!("{name}{rest}"),
+            None => field,
+        }
+    })
 }
 
 /// Runs every choice (they queue as separate jobs) and returns their outcomes in order.

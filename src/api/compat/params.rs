@@ -44,11 +44,13 @@ pub enum Stop {
 
 /// `stream_options`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: bool,
 }
+
+crate::input::deserialize_from_objects_only!(StreamOptions);
 
 /// The sampling fields both endpoints accept (OpenAI and Fireworks names).
 #[derive(Debug, Default, Deserialize)]
@@ -279,6 +281,296 @@ impl LogprobsMode {
         match self {
             LogprobsMode::Off => 0,
             LogprobsMode::Legacy(k) | LogprobsMode::Content(k) => k,
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests (issue 14.5): the compatibility bodies are read or refused as their field types say
+    //! (the types written out here, not read off the structs), naming the field; `logprobs` and
+    //! `top_logprobs` combine as OpenAI documents.
+
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+    use crate::api::compat::chat::ChatRequest;
+    use crate::api::compat::completions::CompletionRequest;
+    use crate::fuzz_strategies::{hostile_json, hostile_text};
+
+    /// The JSON a field takes.
+    #[derive(Debug, Clone, Copy)]
+    enum Kind {
+        Text,
+        OptText,
+        Anything,
+        Bool,
+        OptBool,
+        OptU32,
+        OptI64,
+        OptU64,
+        OptF64,
+        Stop,
+        StreamOptions,
+        LogitBias,
+        Messages,
+    }
+
+    const COMPLETION: &[(&str, Kind)] = &[
+        ("model", Kind::Text),
+        ("prompt", Kind::Anything),
+        ("echo", Kind::Bool),
+        ("echo_last", Kind::OptU32),
+        ("logprobs", Kind::Anything),
+        ("top_logprobs", Kind::OptU32),
+        ("stream", Kind::Bool),
+        ("stream_options", Kind::StreamOptions),
+        ("return_token_ids", Kind::Bool),
+        ("user", Kind::OptText),
+    ];
+
+    const CHAT: &[(&str, Kind)] = &[
+        ("model", Kind::Text),
+        ("messages", Kind::Messages),
+        ("echo", Kind::Bool),
+        ("logprobs", Kind::OptBool),
+        ("top_logprobs", Kind::OptU32),
+        ("stream", Kind::Bool),
+        ("stream_options", Kind::StreamOptions),
+        ("user", Kind::OptText),
+    ];
+
+    const SAMPLING: &[(&str, Kind)] = &[
+        ("max_tokens", Kind::OptU32),
+        ("max_completion_tokens", Kind::OptU32),
+        ("temperature", Kind::OptF64),
+        ("top_p", Kind::OptF64),
+        ("top_k", Kind::OptI64),
+        ("min_p", Kind::OptF64),
+        ("seed", Kind::OptU64),
+        ("stop", Kind::Stop),
+        ("n", Kind::OptU32),
+        ("repetition_penalty", Kind::OptF64),
+        ("frequency_penalty", Kind::OptF64),
+        ("presence_penalty", Kind::OptF64),
+        ("logit_bias", Kind::LogitBias),
+        ("context_length_exceeded_behavior", Kind::OptText),
+    ];
+
+    /// Whether a field of `kind` takes `v`.
+    fn takes(kind: Kind, v: &Value) -> bool {
+        let all =
+            |v: &Value, f: &dyn Fn(&Value) -> bool| v.as_array().is_some_and(|a| a.iter().all(f));
+        let message = |m: &Value| {
+            m.as_object().is_some_and(|o| {
+                o.keys()
+                    .all(|k| ["role", "content", "name"].contains(&k.as_str()))
+                    && o.get("role").is_some_and(Value::is_string)
+                    && o.get("content").is_some_and(Value::is_string)
+                    && o.get("name").is_none_or(|n| n.is_string() || n.is_null())
+            })
+        };
+        v.is_null() && !matches!(kind, Kind::Text | Kind::Bool | Kind::Messages)
+            || match kind {
+                Kind::Text | Kind::OptText => v.is_string(),
+                Kind::Anything => true,
+                Kind::Bool | Kind::OptBool => v.is_boolean(),
+                Kind::OptU32 => v.as_u64().is_some_and(|n| n <= u64::from(u32::MAX)),
+                Kind::OptI64 => v.as_i64().is_some(),
+                Kind::OptU64 => v.as_u64().is_some(),
+                Kind::OptF64 => v.is_number(),
+                Kind::Stop => v.is_string() || all(v, &Value::is_string),
+                Kind::StreamOptions => v.as_object().is_some_and(|o| {
+                    o.iter()
+                        .all(|(k, x)| k == "include_usage" && x.is_boolean())
+                }),
+                Kind::LogitBias => v
+                    .as_object()
+                    .is_some_and(|o| o.values().all(Value::is_number)),
+                Kind::Messages => all(v, &message),
+            }
+    }
+
+    /// A body of unique keys, known ones mostly, in the generated order.
+    fn body(fields: &'static [(&'static str, Kind)]) -> impl Strategy<Value = Map<String, Value>> {
+        let names: Vec<&str> = fields.iter().chain(SAMPLING).map(|(n, _)| *n).collect();
+        let key = prop_oneof![
+            8 => prop::sample::select(names).prop_map(String::from),
+            1 => hostile_text(),
+        ];
+        prop::collection::vec((key, hostile_json()), 0..8).prop_map(|kv| kv.into_iter().collect())
+    }
+
+    /// Why the contract refuses a body.
+    #[derive(Debug)]
+    enum Refusal {
+        /// Nested past serde_json's limit of 128: the body is not read at all.
+        Whole,
+        Missing(String),
+        Wrong(String),
+    }
+
+    /// The first refusal the contract makes of `body`: unknown keys, then the endpoint's fields (wrong,
+    /// then missing), then the sampling fields.
+    fn refusal(fields: &[(&str, Kind)], body: &Map<String, Value>) -> Option<Refusal> {
+        fn depth(v: &Value) -> usize {
+            match v {
+                Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+                Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+                _ => 0,
+            }
+        }
+        if body.values().map(depth).max().unwrap_or(0) >= 128 {
+            return Some(Refusal::Whole);
+        }
+        let kind_of = |table: &[(&str, Kind)], k: &str| {
+            table.iter().find(|(n, _)| *n == k).map(|(_, kind)| *kind)
+        };
+        if let Some(k) = body
+            .keys()
+            .find(|k| kind_of(fields, k).or(kind_of(SAMPLING, k)).is_none())
+        {
+            return Some(Refusal::Wrong(k.clone()));
+        }
+        let wrong = |table: &[(&str, Kind)]| {
+            body.iter()
+                .find(|(k, v)| kind_of(table, k).is_some_and(|kind| !takes(kind, v)))
+                .map(|(k, _)| Refusal::Wrong(k.clone()))
+        };
+        let required = ["model", "prompt", "messages"];
+        let missing = fields
+            .iter()
+            .find(|(n, _)| required.contains(n) && !body.contains_key(*n))
+            .map(|(n, _)| Refusal::Missing(n.to_string()));
+        wrong(fields).or(missing).or_else(|| wrong(SAMPLING))
+    }
+
+    fn check<R: serde::de::DeserializeOwned>(
+        fields: &[(&str, Kind)],
+        body: &Map<String, Value>,
+    ) -> Result<(), TestCaseError> {
+        let text = Value::Object(body.clone()).to_string();
+        let got = parse_with_sampling::<R>(Ok(Bytes::from(text.clone()))).map(|_| ());
+        let names = |e: &ApiError, field: &str| {
+            let param = e.param.as_deref().unwrap_or_default();
+            param == field
+                || param.starts_with(&format!("{field}."))
+                || param.starts_with(&format!("{field}["))
+                // A key with an empty name cannot be a `param`: the message names it.
+                || field.is_empty() && e.message.contains("unknown field ``")
+        };
+        match (refusal(fields, body), got) {
+            (None, Ok(())) => {}
+            (Some(Refusal::Whole), Err(e)) => prop_assert!(
+                e.param.is_none() && e.message.contains("recursion limit"),
+                "{}: {:?}",
+                text,
+                e
+            ),
+            (Some(Refusal::Missing(field)), Err(e)) => prop_assert!(
+                e.message.contains(&format!("missing field `{field}`")),
+                "{}: {:?}",
+                text,
+                e
+            ),
+            (Some(Refusal::Wrong(field)), Err(e)) => {
+                prop_assert!(
+                    names(&e, &field),
+                    "{}: {:?} does not name {}",
+                    text,
+                    e,
+                    field
+                );
+                prop_assert_eq!(e.status.as_u16(), 400);
+            }
+            (expected, got) => prop_assert!(
+                false,
+                "{}: expected refusal {:?}, got {:?}",
+                text,
+                expected,
+                got
+            ),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_oracles_field_tables_are_the_wire_types() {
+        fn names(t: &[(&'static str, Kind)]) -> Vec<&'static str> {
+            t.iter().map(|(n, _)| *n).collect()
+        }
+        assert_eq!(fields_of::<CompletionRequest>(), names(COMPLETION));
+        assert_eq!(fields_of::<ChatRequest>(), names(CHAT));
+        assert_eq!(fields_of::<Sampling>(), names(SAMPLING));
+    }
+
+    /// Found by `completion_bodies_are_read_as_their_types_say`: serde's derive read `stream_options` from
+    /// a list, fields by position, so `[true]` turned `include_usage` on.
+    #[test]
+    fn stream_options_sent_as_a_list_are_refused() {
+        let body = json!({"model": "m", "prompt": "p", "stream_options": [true]}).to_string();
+        let e = parse_with_sampling::<CompletionRequest>(Ok(Bytes::from(body))).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("stream_options"));
+        assert!(
+            e.message.contains("invalid type: sequence"),
+            "{}",
+            e.message
+        );
+    }
+
+    /// Found by `completion_bodies_are_read_as_their_types_say`: a key with an empty name was refused as
+    /// "Extra inputs are not permitted" naming nothing (an empty `param` is left out).
+    #[test]
+    fn a_key_with_an_empty_name_is_named_in_the_message() {
+        let body = json!({"model": "m", "prompt": "p", "": 1}).to_string();
+        let e = parse_with_sampling::<CompletionRequest>(Ok(Bytes::from(body))).unwrap_err();
+        assert!(e.message.contains("unknown field ``"), "{}", e.message);
+    }
+
+    proptest! {
+        #[test]
+        fn completion_bodies_are_read_as_their_types_say(body in body(COMPLETION)) {
+            check::<CompletionRequest>(COMPLETION, &body)?;
+        }
+
+        #[test]
+        fn chat_bodies_are_read_as_their_types_say(body in body(CHAT)) {
+            check::<ChatRequest>(CHAT, &body)?;
+        }
+
+        #[test]
+        fn completions_logprobs_modes_follow_openai(
+            logprobs in prop::option::of(hostile_json()),
+            top in prop::option::of(prop_oneof![0u32..8, any::<u32>()]),
+        ) {
+            let expected = match &logprobs {
+                None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(LogprobsMode::Off),
+                Some(Value::Bool(true)) => Ok(LogprobsMode::Content(top.unwrap_or(0) as usize)),
+                Some(v) => match v.as_u64() {
+                    Some(k) if k <= 5 => Ok(LogprobsMode::Legacy(k as usize)),
+                    _ => Err("logprobs"),
+                },
+            }
+            .and_then(|mode| match (mode, top) {
+                (LogprobsMode::Content(k), _) if k > 5 => Err("top_logprobs"),
+                (LogprobsMode::Content(_), _) | (_, None) => Ok(mode),
+                (_, Some(_)) => Err("top_logprobs"),
+            });
+            let got = LogprobsMode::for_completions(&logprobs, top).map_err(|e| e.param);
+            prop_assert_eq!(got, expected.map_err(|f| Some(f.to_string())));
+        }
+
+        #[test]
+        fn chat_logprobs_modes_follow_openai(logprobs in prop::option::of(any::<bool>()), top in prop::option::of(prop_oneof![0u32..24, any::<u32>()])) {
+            let expected = match (logprobs.unwrap_or(false), top) {
+                (_, Some(k)) if k > 20 => Err("top_logprobs"),
+                (true, k) => Ok(LogprobsMode::Content(k.unwrap_or(0) as usize)),
+                (false, Some(_)) => Err("top_logprobs"),
+                (false, None) => Ok(LogprobsMode::Off),
+            };
+            let got = LogprobsMode::for_chat(logprobs, top).map_err(|e| e.param);
+            prop_assert_eq!(got, expected.map_err(|f| Some(f.to_string())));
         }
     }
 }
