@@ -96,7 +96,7 @@ struct ScoreCmdArgs {
     /// Score through this running llama-scorer (or a balancer in front of replicas) serving the same
     /// --config, instead of loading the models here: the same output, bit for bit. Sends each prompt's
     /// requests with its affinity key; retries (another replica, behind a balancer) on failures. The key,
-    /// if the server wants one, comes from LLAMA_SCORER_API_KEY.
+    /// if the server wants one, comes from LLAMA_SCORER_API_KEY (else the first of LLAMA_SCORER_API_KEYS).
     #[arg(long)]
     server: Option<String>,
     /// With --server: requests in flight per policy.
@@ -244,6 +244,24 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// The key `score --server` sends: LLAMA_SCORER_API_KEY, else the first of the servers' own
+/// LLAMA_SCORER_API_KEYS (a Job can mount the same secret the Deployment reads).
+fn server_key() -> Option<String> {
+    let single = std::env::var("LLAMA_SCORER_API_KEY").ok();
+    let first_of_list = || {
+        std::env::var("LLAMA_SCORER_API_KEYS").ok().and_then(|l| {
+            l.split(',')
+                .map(str::trim)
+                .find(|k| !k.is_empty())
+                .map(str::to_string)
+        })
+    };
+    single
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| k.trim().to_string())
+        .or_else(first_of_list)
+}
+
 fn load_config(args: &ServeArgs) -> Result<Config, String> {
     let overrides = Overrides {
         server: ServerSection {
@@ -300,9 +318,7 @@ fn main() -> ExitCode {
                     url,
                     concurrency: args.concurrency.max(1),
                     max_retries: args.retries,
-                    api_key: std::env::var("LLAMA_SCORER_API_KEY")
-                        .ok()
-                        .filter(|k| !k.is_empty()),
+                    api_key: server_key(),
                 }),
             };
             let started = std::time::Instant::now();
