@@ -699,6 +699,17 @@ mod tests {
         Config::from_file(&cfg, &Overrides::default())
     }
 
+    /// Each config is refused with a message containing its needle.
+    fn assert_refused(dir: &Path, cases: &[(&str, &str)]) {
+        for (yaml, needle) in cases {
+            let e = load(dir, yaml).expect_err(yaml).to_string();
+            assert!(
+                e.contains(needle),
+                "{yaml:?}: message {e:?} lacks {needle:?}"
+            );
+        }
+    }
+
     #[test]
     fn relative_paths_resolve_against_the_config_folder() {
         let dir = tempfile::tempdir().unwrap();
@@ -754,13 +765,7 @@ mod tests {
                 "n_gpu_layers",
             ),
         ];
-        for (yaml, needle) in cases {
-            let e = load(dir.path(), yaml).expect_err(yaml).to_string();
-            assert!(
-                e.contains(needle),
-                "{yaml:?}: message {e:?} lacks {needle:?}"
-            );
-        }
+        assert_refused(dir.path(), &cases);
     }
 
     #[test]
@@ -805,13 +810,7 @@ mod tests {
                 "policies.l.base_url: applies to remote providers only",
             ),
         ];
-        for (yaml, needle) in cases {
-            let e = load(dir.path(), yaml).expect_err(yaml).to_string();
-            assert!(
-                e.contains(needle),
-                "{yaml:?}: message {e:?} lacks {needle:?}"
-            );
-        }
+        assert_refused(dir.path(), &cases);
     }
 
     #[test]

@@ -101,6 +101,28 @@ pub struct CacheSettings {
     pub ttl: Option<Duration>,
 }
 
+/// A cache bounded to `settings.max_bytes` as `weigh` counts bytes, its entries expiring after
+/// `settings.ttl`; `None` when the budget is 0. Shared by this cache and the remote answers' one.
+pub fn bounded<K, V>(
+    settings: CacheSettings,
+    weigh: impl Fn(&K, &V) -> usize + Send + Sync + 'static,
+) -> Option<moka::future::Cache<K, V>>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    if settings.max_bytes == 0 {
+        return None;
+    }
+    let mut builder = moka::future::Cache::builder()
+        .max_capacity(settings.max_bytes)
+        .weigher(move |k: &K, v: &V| u32::try_from(weigh(k, v)).unwrap_or(u32::MAX));
+    if let Some(ttl) = settings.ttl {
+        builder = builder.time_to_live(ttl);
+    }
+    Some(builder.build())
+}
+
 /// The cache with its hit and miss counters.
 pub struct ScoreCache {
     entries: moka::future::Cache<ScoreKey, Arc<ItemScore>>,
@@ -120,19 +142,11 @@ pub struct CacheStats {
 impl ScoreCache {
     /// A cache for `settings`, or `None` when its budget is 0.
     pub fn new(settings: CacheSettings) -> Option<ScoreCache> {
-        if settings.max_bytes == 0 {
-            return None;
-        }
-        let mut builder = moka::future::Cache::builder()
-            .max_capacity(settings.max_bytes)
-            .weigher(|k: &ScoreKey, v: &Arc<ItemScore>| {
-                u32::try_from(k.weight() + weight(v)).unwrap_or(u32::MAX)
-            });
-        if let Some(ttl) = settings.ttl {
-            builder = builder.time_to_live(ttl);
-        }
+        let entries = bounded(settings, |k: &ScoreKey, v: &Arc<ItemScore>| {
+            k.weight() + weight(v)
+        })?;
         Some(ScoreCache {
-            entries: builder.build(),
+            entries,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })

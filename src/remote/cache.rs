@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::native;
 use super::settings::RemoteSettings;
-use crate::engine::cache::CacheStats;
+use crate::engine::cache::{CacheStats, bounded};
 use crate::engine::{CacheSettings, ItemInput, ScoreOptions};
 use crate::report::ItemReport;
 
@@ -62,19 +62,11 @@ pub struct RemoteCache {
 impl RemoteCache {
     /// A cache for `settings`, or `None` when its budget is 0.
     pub fn new(settings: CacheSettings) -> Option<RemoteCache> {
-        if settings.max_bytes == 0 {
-            return None;
-        }
-        let mut builder = moka::future::Cache::builder()
-            .max_capacity(settings.max_bytes)
-            .weigher(|k: &RemoteKey, v: &Arc<ItemReport>| {
-                u32::try_from(k.weight() + v.approx_bytes()).unwrap_or(u32::MAX)
-            });
-        if let Some(ttl) = settings.ttl {
-            builder = builder.time_to_live(ttl);
-        }
+        let entries = bounded(settings, |k: &RemoteKey, v: &Arc<ItemReport>| {
+            k.weight() + v.approx_bytes()
+        })?;
         Some(RemoteCache {
-            entries: builder.build(),
+            entries,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
