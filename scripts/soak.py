@@ -596,9 +596,10 @@ def judge(kinds, samples, warmup_s, rss_bound_kib, fresh_repeat_misses, idle_cha
     return failures
 
 
-def pct(values, q):
+def pct_ms(values, q):
+    """The q-th percentile of `values` (seconds) in milliseconds; None when there are none."""
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))] if values else float("nan")
+    return round(values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))] * 1e3, 1) if values else None
 
 
 def summary(kinds, samples, warmup_s):
@@ -606,9 +607,9 @@ def summary(kinds, samples, warmup_s):
     rows = {}
     for kind, t in kinds.items():
         rows[kind] = {k: v for k, v in t.__dict__.items() if not k.endswith("latencies")}
-        rows[kind]["p50_ms"] = round(pct(t.latencies, 50) * 1e3, 1)
-        rows[kind]["p99_ms"] = round(pct(t.latencies, 99) * 1e3, 1)
-        rows[kind]["hit_p50_ms"] = round(pct(t.hit_latencies, 50) * 1e3, 1)
+        rows[kind]["p50_ms"] = pct_ms(t.latencies, 50)
+        rows[kind]["p99_ms"] = pct_ms(t.latencies, 99)
+        rows[kind]["hit_p50_ms"] = pct_ms(t.hit_latencies, 50)
     load = [s for s in samples if s["phase"] == "load"]
     warm = [s for s in load if s["t_s"] <= warmup_s] or load
     after = [s for s in load if s["t_s"] > warmup_s] or load
@@ -634,7 +635,7 @@ def print_table(rows, curve, seconds, clients):
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for kind, r in rows.items():
         print(f"| {kind} | {r['answered']} | {r['mismatches']} | {r['server_errors']} | {r['connection_errors']} "
-              f"| {r['unexpected_status']} | {r['p50_ms']} | {r['p99_ms']} | {r['cache_hits']} | {r['hit_p50_ms']} |")
+              f"| {r['unexpected_status']} | {r['p50_ms']} | {r['p99_ms']} | {r['cache_hits']} | {r['hit_p50_ms'] or '–'} |")
     for what, values in curve.items():
         print(f"{what}: " + ", ".join(f"{k} {v}" for k, v in values.items()))
 
