@@ -113,8 +113,10 @@ fn python_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
-/// Jinja2's `trim` is Python's `str.strip(chars)`: without `chars`, Python's whitespace.
-fn python_trim(value: &str, chars: Option<&str>) -> String {
+/// Jinja2's `trim` is Python's `str.strip(chars)` of the value as text: without `chars`, Python's whitespace.
+fn python_trim(value: &Value, chars: Option<&str>) -> String {
+    let text = value.to_string();
+    let value = value.as_str().unwrap_or(&text);
     match chars {
         Some(chars) => value.trim_matches(|c| chars.contains(c)).to_owned(),
         None => value.trim_matches(python_space).to_owned(),

@@ -375,16 +375,17 @@ fn damaged(v: &Value, damage: &Damage) -> Vec<u8> {
 /// Whether `param` (e.g. `items[1].response_token_ids[3]`) is a path into `request`; its last part may be
 /// a required field the request left out (`prompt`, `response`).
 fn names_a_field(request: &Value, param: &str) -> bool {
-    let rest = param.strip_prefix('.').unwrap_or(param);
-    if rest.is_empty() {
-        return true;
-    }
-    if let Some(after) = rest.strip_prefix('[') {
+    // What follows a part: nothing, `.key` or `[i]`.
+    let next = |v: &Value, tail: &str| match tail.strip_prefix('.') {
+        Some(key) => v.is_object() && names_a_field(v, key),
+        None => tail.is_empty() || tail.starts_with('[') && names_a_field(v, tail),
+    };
+    if let Some(after) = param.strip_prefix('[') {
         let Some((index, tail)) = after.split_once(']') else {
             return false;
         };
         return match (request.as_array(), index.parse::<usize>()) {
-            (Some(items), Ok(i)) => items.get(i).is_some_and(|x| names_a_field(x, tail)),
+            (Some(items), Ok(i)) => items.get(i).is_some_and(|x| next(x, tail)),
             _ => false,
         };
     }
@@ -392,11 +393,11 @@ fn names_a_field(request: &Value, param: &str) -> bool {
         return false;
     };
     let found = object.iter().any(|(k, v)| {
-        rest.strip_prefix(k.as_str()).is_some_and(|tail| {
-            (tail.is_empty() || tail.starts_with(['.', '['])) && names_a_field(v, tail)
-        })
+        param
+            .strip_prefix(k.as_str())
+            .is_some_and(|tail| next(v, tail))
     });
-    found || ["prompt", "response"].contains(&rest)
+    found || ["prompt", "response"].contains(&param)
 }
 
 /// Checks one answer against the contract; `Err` says what is wrong. `structure` is the request before
@@ -468,8 +469,13 @@ fn check_answer(
 /// A request: its path, its bytes, and the structure they were made from (before any damage).
 type Request = (String, Vec<u8>, Option<Value>);
 
-/// Sends `body` to `path` and checks the answer; the message of a failure carries the request and the seed.
-fn send_and_check((path, body, structure): &Request) -> Result<(), TestCaseError> {
+/// What a test expects of an answer beyond the contract: given what was sent, the status and the JSON body
+/// (`null` for a stream), `Err` says what is wrong.
+type Expect = dyn Fn(&Value, u16, &Value) -> Result<(), String>;
+
+/// Sends `body` to `path` and checks the answer against the contract and `expect`; the message of a failure
+/// carries the request.
+fn send_and_check((path, body, structure): &Request, expect: &Expect) -> Result<(), TestCaseError> {
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
@@ -503,6 +509,10 @@ fn send_and_check((path, body, structure): &Request) -> Result<(), TestCaseError
         );
     }
     check_answer(body, structure.as_ref(), status, &content_type, &text)
+        .and_then(|()| {
+            let answer = serde_json::from_str(&text).unwrap_or(Value::Null);
+            expect(structure.as_ref().unwrap_or(&Value::Null), status, &answer)
+        })
         .map_err(|e| fail(format!("{status} {e}: {text:.600}")))
 }
 
@@ -511,6 +521,11 @@ fn send_and_check((path, body, structure): &Request) -> Result<(), TestCaseError
 /// is printed), then checks that the server is still healthy. The cases run in chunks of [`CHUNK`], chunk k
 /// with seed + k, so a failure is replayed by its chunk's seed alone.
 fn fuzz(name: &str, requests: impl Strategy<Value = Request>) {
+    fuzz_expecting(name, requests, &|_, _, _| Ok(()));
+}
+
+/// [`fuzz`], each answer also held to `expect`.
+fn fuzz_expecting(name: &str, requests: impl Strategy<Value = Request>, expect: &Expect) {
     let cases = env_count("LLAMA_SCORER_FUZZ_CASES", DEFAULT_CASES);
     let budget =
         Duration::from_secs(env_count("LLAMA_SCORER_FUZZ_SECONDS", DEFAULT_SECONDS).into());
@@ -529,7 +544,7 @@ fn fuzz(name: &str, requests: impl Strategy<Value = Request>) {
         let replay = format!(
             "replay: LLAMA_SCORER_FUZZ_SEED={chunk_seed} LLAMA_SCORER_FUZZ_CASES={n} cargo test --release --test it fuzz_http"
         );
-        match runner.run(&requests, |request| send_and_check(&request)) {
+        match runner.run(&requests, |request| send_and_check(&request, expect)) {
             Ok(()) => {}
             // The reason carries the (shrunk) request as text; the value would print it again as numbers.
             Err(TestError::Fail(reason, _)) => panic!("{name}: {reason}\n  {replay}"),
@@ -599,6 +614,85 @@ fn fuzz_http_arbitrary_bytes() {
         "bytes",
         (endpoint, body).prop_map(|(e, b)| (format!("/v1{e}"), b, None)),
     );
+}
+
+/// Token-id lists against the vocabulary's size (SmolLM2's 49,152, from its GGUF metadata, not from the
+/// server): the first id outside it is refused by its position; lists that fit are scored token for token.
+#[test]
+fn fuzz_http_token_ids() {
+    let id = prop_oneof![
+        8 => 0..VOCAB,
+        1 => Just(VOCAB),
+        1 => Just(-1i64),
+        1 => any::<i64>(),
+    ];
+    let ids = move |n: std::ops::Range<usize>| prop::collection::vec(id.clone(), n);
+    let requests = (ids(1..12), ids(0..60), any::<bool>()).prop_map(|(prompt, response, native)| {
+        let body = if native {
+            json!({"model": POLICY, "prompt_token_ids": prompt, "response_token_ids": response})
+        } else {
+            json!({"model": POLICY, "prompt": prompt, "max_tokens": 0, "echo": true, "logprobs": 0})
+        };
+        let path = if native { "/v1/logprobs" } else { "/v1/completions" };
+        (path.to_string(), body.to_string().into_bytes(), Some(body))
+    });
+    fuzz_expecting("token ids", requests, &expect_ids_scored_or_refused);
+}
+
+/// The token-id oracle: the first id outside the vocabulary is refused by position, in the prompt first; a
+/// sequence longer than the context (64) is refused; else every id is scored, in order.
+fn expect_ids_scored_or_refused(sent: &Value, status: u16, answer: &Value) -> Result<(), String> {
+    let native = sent.get("prompt_token_ids").is_some();
+    let fields: &[&str] = if native {
+        &["prompt_token_ids", "response_token_ids"]
+    } else {
+        &["prompt"]
+    };
+    let ids = |f: &str| -> Vec<i64> {
+        sent[f]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect()
+    };
+    let first_bad = fields.iter().find_map(|f| {
+        ids(f)
+            .iter()
+            .position(|i| !(0..VOCAB).contains(i))
+            .map(|j| format!("{f}[{j}]"))
+    });
+    let total: usize = fields.iter().map(|f| ids(f).len()).sum();
+    let scored_ids: Vec<i64> = if native {
+        let content = answer["data"][0]["logprobs"]["content"].as_array();
+        content
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["token_id"].as_i64())
+            .collect()
+    } else {
+        let echoed = answer["choices"][0]["logprobs"]["token_ids"].as_array();
+        echoed
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_i64)
+            .collect()
+    };
+    let expected_ids = ids(fields[fields.len() - 1]);
+    match first_bad {
+        Some(param) if status == 400 && answer["error"]["param"] == json!(param) => Ok(()),
+        Some(param) => Err(format!("expected 400 naming {param}")),
+        None if total > 64 => match answer["error"]["code"].as_str() {
+            Some("context_length_exceeded") if status == 400 => Ok(()),
+            _ => Err(format!(
+                "{total} tokens in a context of 64 were not refused"
+            )),
+        },
+        None if status == 200 && scored_ids == expected_ids => Ok(()),
+        None => Err(format!(
+            "expected {expected_ids:?} scored, got {scored_ids:?}"
+        )),
+    }
 }
 
 // --- what the fuzzing found, kept as regression tests ---------------------------------------------------
