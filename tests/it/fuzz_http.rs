@@ -373,7 +373,7 @@ fn damaged(v: &Value, damage: &Damage) -> Vec<u8> {
 // --- the oracle ----------------------------------------------------------------------------------------
 
 /// Whether `param` (e.g. `items[1].response_token_ids[3]`) is a path into `request`; its last part may be
-/// a required field the request left out (`prompt`, `response`).
+/// a required field the request left out (`prompt`, `response`, `model`).
 fn names_a_field(request: &Value, param: &str) -> bool {
     // What follows a part: nothing, `.key` or `[i]`.
     let next = |v: &Value, tail: &str| match tail.strip_prefix('.') {
@@ -397,7 +397,7 @@ fn names_a_field(request: &Value, param: &str) -> bool {
             .strip_prefix(k.as_str())
             .is_some_and(|tail| next(v, tail))
     });
-    found || ["prompt", "response"].contains(&param)
+    found || ["prompt", "response", "model"].contains(&param)
 }
 
 /// Checks one answer against the contract; `Err` says what is wrong. `structure` is the request before

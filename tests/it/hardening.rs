@@ -222,7 +222,7 @@ fn more_bad_input_is_refused_naming_the_field() {
             400,
             "model",
         ),
-        (json!(["not", "an", "object"]), 400, "invalid type"),
+        (json!(["not", "an", "object"]), 400, "must be a JSON object"),
     ];
     for (body, status, field) in cases {
         let (s, v) = logprobs(&body);
