@@ -78,11 +78,23 @@ def wait_http(url, timeout, alive=lambda: True):
 
 
 def stripped(answer):
-    """The numbers and tokens of an answer: everything but the per-request id, time and cache flag."""
+    """The numbers and tokens of an answer: everything but the per-request id, time, cache flag and fingerprint.
+
+    The fingerprint is set aside because it names the build (the image's dynamic-backends feature and CPU
+    variant, the host's linked-in CPU code), which differ by design even where the bits agree; the test on
+    scores checks what it says separately.
+    """
     items = answer["data"]
     for item in items:
         item.pop("cached", None)
+        assert item.pop("system_fingerprint").startswith("fp_")
     return items
+
+
+def fingerprint_parts(base):
+    """The parts of the one loaded model's fingerprint, as /ready reports them."""
+    [model] = requests.get(f"{base}/ready", timeout=10).json()["models"]
+    return model["fingerprint"]
 
 
 def score_all(base):
@@ -128,6 +140,9 @@ def container():
         docker("rm", "-f", name, check=False)
 
 
+answers_fingerprint_parts = {}  # the host binary's fingerprint parts, filled by the host_answers fixture
+
+
 @pytest.fixture(scope="module")
 def host_answers(tmp_path_factory):
     """The host binary's answers to REQUESTS, same policy, same settings as docker/config/config.yaml."""
@@ -142,7 +157,10 @@ def host_answers(tmp_path_factory):
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/health", 120, alive=lambda: proc.poll() is None)
-        yield score_all(f"http://127.0.0.1:{port}")
+        host_base = f"http://127.0.0.1:{port}"
+        answers = score_all(host_base)
+        answers_fingerprint_parts.update(fingerprint_parts(host_base))
+        yield answers
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -183,6 +201,11 @@ def test_scores_equal_the_host_binary_bit_for_bit(container, host_answers):
     # Not vacuous: the answers hold real, distinct numbers.
     values = [item["logprob"] for answer in in_container for item in answer]
     assert len(values) == 5 and all(v < 0 for v in values) and len(set(values)) == 5
+    # Same model file, schedule and scoring code on both sides; only the build's parts may differ.
+    image, host = fingerprint_parts(base), answers_fingerprint_parts
+    for part in ("model_sha256", "decode_chunk", "n_ctx", "scorer", "device"):
+        assert image[part] == host[part], (part, image[part], host[part])
+    assert image["cpu_variant"] == HOST_BUILD_VARIANT and host["cpu_variant"] is None
 
 
 def test_runs_as_non_root_and_writes_nothing_outside_tmp(container):
