@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::engine::{Engine, ItemInput, ScoreOptions};
 use crate::input::{WireItem, fields_of, from_object, reject_unknown};
 use crate::report::ItemReport;
-use crate::served::{Policies, ServeError, ServedPolicy};
+use crate::served::{Policies, ServeError, ServedPolicy, score_each_together};
 
 /// What `score` was asked to do.
 pub struct ScoreArgs {
@@ -302,7 +302,7 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
 }
 
 /// Scores one chunk: every (line, policy) pair not done yet, one batch per policy (all policies at once:
-/// policies on different models or remotes run in parallel). Returns the records in input order, and the
+/// policies on different models or remotes run in parallel, policies sharing a model share each decode). Returns the records in input order, and the
 /// upstream failure that should stop the run, if any (its pairs get no record, so a rerun retries them).
 async fn score_chunk(
     lines: &[(usize, Result<Line, String>)],
@@ -349,10 +349,14 @@ async fn score_chunk(
     let names: indexmap::IndexSet<&str> = pending.iter().map(|p| p.policy.name()).collect();
     // Remote calls retry within this; a run is not interactive, so the bound is generous.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(24 * 3600);
-    let batches = names.into_iter().map(|name| {
-        let group: Vec<&Pending> = pending.iter().filter(|p| p.policy.name() == name).collect();
-        async move {
-            let policy = &group[0].policy;
+    let groups: Vec<Vec<&Pending>> = names
+        .into_iter()
+        .map(|name| pending.iter().filter(|p| p.policy.name() == name).collect())
+        .collect();
+    let requests = groups
+        .iter()
+        .map(|group| {
+            let policy = group[0].policy.clone();
             let options = ScoreOptions {
                 top_logprobs: 0,
                 echo: false,
@@ -360,16 +364,16 @@ async fn score_chunk(
                 temperature: policy.temperature(),
             };
             let inputs = group.iter().map(|p| p.input.clone()).collect();
-            let results = policy.score_each(inputs, &options, deadline).await;
-            group.into_iter().zip(results).collect::<Vec<_>>()
-        }
-    });
-    let mut stop = None;
-    for (p, result) in futures_util::future::join_all(batches)
-        .await
+            (policy, inputs, options)
+        })
+        .collect();
+    let results = score_each_together(requests, deadline).await;
+    let scored = groups
         .into_iter()
-        .flatten()
-    {
+        .zip(results)
+        .flat_map(|(group, results)| group.into_iter().zip(results));
+    let mut stop = None;
+    for (p, result) in scored {
         match result {
             Err(ServeError::Remote(e)) if e.http_status() >= 500 => {
                 stop.get_or_insert(ServeError::Remote(e));

@@ -20,7 +20,7 @@ use crate::input::{WireItem, WireMessage};
 use crate::ratios::{LogRatio, log_ratio};
 use crate::report::{ItemReport, TokenReport};
 use crate::request_policy::{MAX_TOP_LOGPROBS, check_temperature, check_top_logprobs};
-use crate::served::{ScoreRequest, ServedPolicy};
+use crate::served::{ScoreRequest, Scores, ServedPolicy, score_together};
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -228,28 +228,36 @@ pub async fn logprobs(
         None => (vec![inline.into_input("")?], false),
     };
     // Every policy at its own temperature (or the request's), all at once: policies on different models
-    // or remotes run in parallel, and identical work on one model is computed once (the response cache).
+    // or remotes run in parallel, and policies sharing a model share each decode (see `score_together`).
     let deadline = state.deadline();
-    let runs = policies.iter().map(|policy| {
-        let temperature = req.temperature.unwrap_or(policy.temperature());
-        let request = ScoreRequest {
-            items: items.clone(),
-            options: ScoreOptions {
-                top_logprobs,
-                echo: req.echo,
-                score_end_of_turn: req.score_end_of_turn,
-                temperature,
-            },
-            batch,
-            deadline,
-            body_bytes,
-        };
-        async move {
-            let scores = policy.score(request).await?;
-            Ok::<_, ApiError>((scores, temperature))
-        }
-    });
-    let answers = futures_util::future::try_join_all(runs).await?;
+    let requests: Vec<(ServedPolicy, ScoreRequest)> = policies
+        .iter()
+        .map(|policy| {
+            let request = ScoreRequest {
+                items: items.clone(),
+                options: ScoreOptions {
+                    top_logprobs,
+                    echo: req.echo,
+                    score_end_of_turn: req.score_end_of_turn,
+                    temperature: req.temperature.unwrap_or(policy.temperature()),
+                },
+                batch,
+                deadline,
+                body_bytes,
+            };
+            (policy.clone(), request)
+        })
+        .collect();
+    let temperatures: Vec<f64> = requests
+        .iter()
+        .map(|(_, r)| r.options.temperature)
+        .collect();
+    let answers: Vec<(Scores, f64)> = score_together(requests)
+        .await
+        .into_iter()
+        .zip(temperatures)
+        .map(|(scores, t)| Ok::<_, ApiError>((scores?, t)))
+        .collect::<Result<_, _>>()?;
     let timing = server_timing(&slowest_stages(answers.iter().map(|(s, _)| &s.stages)));
     let usage = Usage::new(
         answers

@@ -67,8 +67,8 @@ impl ScoreKey {
             tokens: item.tokens.as_slice().into(),
             prompt_len: item.prompt_len,
             end_of_turn: item.end_of_turn,
-            echo: options.echo,
-            top_logprobs: options.top_logprobs,
+            echo: options.rows.echo,
+            top_logprobs: options.rows.top_logprobs,
             temperature_bits: options.temperature.to_bits(),
         }
     }
@@ -181,6 +181,13 @@ impl ScoreCache {
             self.misses.fetch_add(1, Ordering::Relaxed);
         }
         Ok((entry.into_value(), shared))
+    }
+
+    /// Stores a score computed outside [`ScoreCache::get_or_compute`] (one decode that served several
+    /// temperatures), counted as the miss it was.
+    pub async fn insert(&self, key: ScoreKey, score: Arc<ItemScore>) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.entries.insert(key, score).await;
     }
 
     /// Counters and size for `/ready` and `/metrics` (pending evictions applied first, so sizes are current).

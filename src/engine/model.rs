@@ -16,7 +16,7 @@ use super::fingerprint::{self, Fingerprint, FingerprintParts};
 use super::generate::{GenEvent, GenerateJob, GenerateOptions};
 use super::load::{Load, LoadNow};
 use super::prefix::{PrefixStats, PrefixStore};
-use super::schedule::{ContextSettings, JobOptions};
+use super::schedule::{ContextSettings, JobOptions, RowOptions};
 use super::settings::default_n_ctx;
 use super::types::{ItemScore, PreparedItem, ScoreError, StageTimes};
 use super::vocab::Vocabulary;
@@ -341,33 +341,56 @@ impl LoadedModel {
 
     /// Scores every item, in order: cache hits at once, the rest queued (all or none: a batch whose
     /// misses do not fit is refused with `QueueFull`); with the response cache on, identical items in flight
-    /// at once are computed once (without it, each is computed). Dropping the returned future abandons the items still queued.
+    /// at once are computed once (without it, each is computed). Dropping the returned future abandons the
+    /// items still queued.
     pub async fn score(
         &self,
         items: Vec<Arc<PreparedItem>>,
         options: JobOptions,
     ) -> Result<Vec<Scored>, ScoreError> {
-        let keys: Vec<Option<ScoreKey>> = items
+        let units = items
+            .into_iter()
+            .map(|item| (item, vec![options.temperature]))
+            .collect();
+        let scored = self.score_shared(units, options.rows).await?;
+        Ok(scored.into_iter().map(|mut at| at.remove(0)).collect())
+    }
+
+    /// Scores each item at each of its temperatures (one result per temperature, in order), the way
+    /// [`LoadedModel::score`] scores one: cache hits at once, then one decode per item for all of its
+    /// temperatures that missed, so policies sharing this model and a rendered prompt share the decode.
+    /// Admission is all or none, one queue place per item decoded.
+    pub async fn score_shared(
+        &self,
+        units: Vec<(Arc<PreparedItem>, Vec<f64>)>,
+        rows: RowOptions,
+    ) -> Result<Vec<Vec<Scored>>, ScoreError> {
+        let mut results: Vec<Vec<Option<Scored>>> = Vec::with_capacity(units.len());
+        for (item, temperatures) in &units {
+            let mut found = Vec::with_capacity(temperatures.len());
+            for &temperature in temperatures {
+                let hit = match &self.cache {
+                    Some(cache) => cache.get(&self.key(item, rows, temperature)).await,
+                    None => None,
+                };
+                found.push(hit.map(|score| Scored {
+                    score,
+                    cached: true,
+                    times: StageTimes::default(),
+                }));
+            }
+            results.push(found);
+        }
+        // Per item with a miss, the indices of the temperatures still to compute.
+        let misses: Vec<(usize, Vec<usize>)> = results
             .iter()
-            .map(|item| {
-                self.cache
-                    .as_ref()
-                    .map(|_| ScoreKey::new(&self.identity, item, &options))
+            .enumerate()
+            .filter_map(|(u, found)| {
+                let missing: Vec<usize> =
+                    (0..found.len()).filter(|&j| found[j].is_none()).collect();
+                (!missing.is_empty()).then_some((u, missing))
             })
             .collect();
-        let mut results: Vec<Option<Scored>> = Vec::with_capacity(items.len());
-        for key in &keys {
-            let hit = match (&self.cache, key) {
-                (Some(cache), Some(key)) => cache.get(key).await,
-                _ => None,
-            };
-            results.push(hit.map(|score| Scored {
-                score,
-                cached: true,
-                times: StageTimes::default(),
-            }));
-        }
-        let misses: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_none()).collect();
         if !misses.is_empty() {
             let full = || self.queue_full();
             let mut permits = self
@@ -375,51 +398,96 @@ impl LoadedModel {
                 .clone()
                 .try_acquire_many_owned(u32::try_from(misses.len()).map_err(|_| full())?)
                 .map_err(|_| full())?;
-            let runs = misses.iter().map(|&i| {
-                let permit = permits.split(1).expect("one permit per miss");
-                let compute = self.run_scoring_job(items[i].clone(), options, permit);
-                let key = keys[i].clone();
-                async move {
-                    let times = Mutex::new(StageTimes::default());
-                    let compute = async {
-                        let (score, t) = compute.await?;
-                        *times.lock().unwrap_or_else(|e| e.into_inner()) = t;
-                        Ok(score)
-                    };
-                    let (score, cached) = match (&self.cache, key) {
-                        (Some(cache), Some(key)) => cache.get_or_compute(key, compute).await?,
-                        _ => (Arc::new(compute.await?), false),
-                    };
-                    let times = times.into_inner().unwrap_or_else(|e| e.into_inner());
-                    Ok::<_, ScoreError>(Scored {
-                        score,
-                        cached,
-                        times,
-                    })
-                }
+            let runs = misses.iter().map(|(u, missing)| {
+                let permit = permits.split(1).expect("one permit per item decoded");
+                let (item, temperatures) = &units[*u];
+                let wanted = missing.iter().map(|&j| temperatures[j]).collect();
+                self.compute_missing(item.clone(), rows, wanted, permit)
             });
             let computed = futures_util::future::try_join_all(runs).await?;
-            for (i, scored) in misses.into_iter().zip(computed) {
-                results[i] = Some(scored);
+            for ((u, missing), scored) in misses.into_iter().zip(computed) {
+                for (j, one) in missing.into_iter().zip(scored) {
+                    results[u][j] = Some(one);
+                }
             }
         }
         Ok(results
             .into_iter()
-            .map(|r| r.expect("every item scored"))
+            .map(|found| {
+                found
+                    .into_iter()
+                    .map(|s| s.expect("every temperature scored"))
+                    .collect()
+            })
             .collect())
     }
 
-    /// Sends one scoring job to the inference threads and waits for its answer.
+    /// The response cache's key of one item at one temperature.
+    fn key(&self, item: &PreparedItem, rows: RowOptions, temperature: f64) -> ScoreKey {
+        ScoreKey::new(&self.identity, item, &JobOptions { rows, temperature })
+    }
+
+    /// Computes one item at the temperatures its cache lookups missed: a single one through the cache's
+    /// in-flight sharing (identical requests at once compute it once), several from one decode whose results
+    /// are then cached one by one.
+    async fn compute_missing(
+        &self,
+        item: Arc<PreparedItem>,
+        rows: RowOptions,
+        temperatures: Vec<f64>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Vec<Scored>, ScoreError> {
+        if let (&[temperature], Some(cache)) = (temperatures.as_slice(), &self.cache) {
+            let key = self.key(&item, rows, temperature);
+            let times = Mutex::new(StageTimes::default());
+            let compute = async {
+                let (mut scores, t) = self
+                    .run_scoring_job(item, rows, temperatures, permit)
+                    .await?;
+                *times.lock().unwrap_or_else(|e| e.into_inner()) = t;
+                Ok(scores.remove(0))
+            };
+            let (score, cached) = cache.get_or_compute(key, compute).await?;
+            let times = times.into_inner().unwrap_or_else(|e| e.into_inner());
+            return Ok(vec![Scored {
+                score,
+                cached,
+                times,
+            }]);
+        }
+        let (scores, times) = self
+            .run_scoring_job(item.clone(), rows, temperatures.clone(), permit)
+            .await?;
+        let mut out = Vec::with_capacity(scores.len());
+        for (score, &temperature) in scores.into_iter().zip(&temperatures) {
+            let score = Arc::new(score);
+            if let Some(cache) = &self.cache {
+                cache
+                    .insert(self.key(&item, rows, temperature), score.clone())
+                    .await;
+            }
+            out.push(Scored {
+                score,
+                cached: false,
+                times,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Sends one scoring job to the inference threads and waits for its answer (one score per temperature).
     async fn run_scoring_job(
         &self,
         item: Arc<PreparedItem>,
-        options: JobOptions,
+        options: RowOptions,
+        temperatures: Vec<f64>,
         permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<(ItemScore, StageTimes), ScoreError> {
+    ) -> Result<(Vec<ItemScore>, StageTimes), ScoreError> {
         let (reply, rx) = oneshot::channel();
         let work = Work::Score {
             item,
             options,
+            temperatures,
             reply,
         };
         self.enqueue(work, permit).await?;

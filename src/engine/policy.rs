@@ -203,8 +203,7 @@ impl Policy {
         options: &ScoreOptions,
     ) -> Result<Vec<Scored>, ScoreError> {
         let job = JobOptions {
-            echo: options.echo,
-            top_logprobs: options.top_logprobs,
+            rows: options.rows(),
             temperature: options.temperature,
         };
         self.model

@@ -17,12 +17,19 @@ use super::backend::backend;
 use super::types::{PreparedItem, ScoreError};
 use super::vocab::{TokenId, Vocabulary};
 
-/// What a scoring job asks for beyond the tokens: with the tokens and the context settings, everything
+/// Which rows a scoring job reads and how much of each it reports: the part of a job's options that the
+/// decode and the top-k share, whatever temperatures the rows are then reported at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RowOptions {
+    pub echo: bool,
+    pub top_logprobs: usize,
+}
+
+/// What one scored result asks for beyond the tokens: with the tokens and the context settings, everything
 /// that shapes its numbers (and so the response cache's key).
 #[derive(Debug, Clone, Copy)]
 pub struct JobOptions {
-    pub echo: bool,
-    pub top_logprobs: usize,
+    pub rows: RowOptions,
     pub temperature: f64,
 }
 

@@ -44,6 +44,16 @@ pub struct ScoreOptions {
     pub temperature: f64,
 }
 
+impl ScoreOptions {
+    /// The rows these options read, whatever the temperature (what jobs at several temperatures share).
+    pub fn rows(&self) -> super::schedule::RowOptions {
+        super::schedule::RowOptions {
+            echo: self.echo,
+            top_logprobs: self.top_logprobs,
+        }
+    }
+}
+
 /// An item after tokenization: the exact sequence the model sees and where the response starts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PreparedItem {

@@ -11,7 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use super::generate::{self, GenEvent, GenerateJob};
 use super::load::Load;
 use super::prefix::PrefixStore;
-use super::schedule::{ContextSettings, JobOptions, Session, create_context};
+use super::schedule::{ContextSettings, RowOptions, Session, create_context};
 use super::scoring::score_sequence;
 use super::types::{ItemScore, PreparedItem, ScoreError, StageTimes};
 use super::vocab::Vocabulary;
@@ -28,11 +28,13 @@ pub struct Job {
 
 /// What a job asks an inference thread to do.
 pub enum Work {
-    /// Score one item; the result goes back through `reply`.
+    /// Score one item at each of `temperatures` from one decode; the results (one per temperature, in
+    /// order) go back through `reply`.
     Score {
         item: Arc<PreparedItem>,
-        options: JobOptions,
-        reply: oneshot::Sender<Result<(ItemScore, StageTimes), ScoreError>>,
+        options: RowOptions,
+        temperatures: Vec<f64>,
+        reply: oneshot::Sender<Result<(Vec<ItemScore>, StageTimes), ScoreError>>,
     },
     /// Generate a continuation, streaming events.
     Generate(GenerateJob),
@@ -163,6 +165,7 @@ pub fn run(
             Work::Score {
                 item,
                 options,
+                temperatures,
                 reply,
             } => {
                 let result = score_sequence(
@@ -171,12 +174,14 @@ pub fn run(
                     chunk,
                     &item,
                     options,
+                    &temperatures,
                     prefixes.as_deref(),
                     || reply.is_closed() || cancel.load(Ordering::Relaxed),
                 );
-                if let Ok(score) = &result {
+                if let Ok(scores) = &result {
+                    let positions = scores.first().map_or(0, |s| s.scored().count());
                     metrics::counter!("llama_scorer_tokens_scored_total", "model" => model_label.clone())
-                        .increment(score.scored().count() as u64);
+                        .increment(positions as u64);
                 }
                 let computed = started.elapsed();
                 metrics::histogram!("llama_scorer_compute_seconds", "model" => model_label, "kind" => "score")

@@ -4,6 +4,7 @@
 
 mod prepare;
 mod remote_policy;
+mod together;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 pub use prepare::prepare_where_cheapest;
 pub use remote_policy::{RemotePolicy, RemotePolicySettings};
+pub use together::{score_each_together, score_together};
 
 use crate::engine::{
     CacheSettings, Engine, ItemInput, Policy, PreparedItem, ScoreError, ScoreOptions,
@@ -37,6 +39,7 @@ pub enum ServeError {
 }
 
 /// What a scoring call is asked: the items, the options for all of them, and its limits.
+#[derive(Clone)]
 pub struct ScoreRequest {
     pub items: Vec<ItemInput>,
     pub options: ScoreOptions,
@@ -210,22 +213,8 @@ async fn score_local(policy: &Arc<Policy>, req: ScoreRequest) -> Result<Scores, 
     let p = policy.clone();
     let tokenize_started = Instant::now();
     let opts = options;
-    let prepared: Vec<Arc<PreparedItem>> = prepare_where_cheapest(body_bytes, move || {
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, input)| {
-                p.prepare(input, &opts).map(Arc::new).map_err(|e| {
-                    if batch {
-                        e.within(&format!("items[{i}]"))
-                    } else {
-                        e
-                    }
-                })
-            })
-            .collect::<Result<Vec<_>, ScoreError>>()
-    })
-    .await?;
+    let prepared: Vec<Arc<PreparedItem>> =
+        prepare_where_cheapest(body_bytes, move || prepare_items(&p, &items, &opts, batch)).await?;
     let tokenize = tokenize_started.elapsed();
     let scored = policy.score(prepared.clone(), &options).await?;
     let queue = scored
@@ -257,6 +246,28 @@ async fn score_local(policy: &Arc<Policy>, req: ScoreRequest) -> Result<Scores, 
             ("compute", compute),
         ],
     })
+}
+
+/// Tokenizes a request's items for `policy`, naming a failing one `items[i]…` in a batch.
+fn prepare_items(
+    policy: &Policy,
+    items: &[ItemInput],
+    options: &ScoreOptions,
+    batch: bool,
+) -> Result<Vec<Arc<PreparedItem>>, ScoreError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            policy.prepare(input, options).map(Arc::new).map_err(|e| {
+                if batch {
+                    e.within(&format!("items[{i}]"))
+                } else {
+                    e
+                }
+            })
+        })
+        .collect()
 }
 
 /// Every served policy by name, in configuration order.

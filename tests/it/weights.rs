@@ -258,3 +258,163 @@ fn score_with_a_base_writes_ratios_and_a_weights_summary_across_resumes() {
     let top = hot_ratios.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     assert_eq!(f(&hot["largest"][0]["log_ratio"]), top);
 }
+
+/// Scoring decodes run so far, from `/metrics` (one per job an inference thread computed).
+fn decodes(base: &str) -> u64 {
+    let page = crate::common::client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    page.lines()
+        .filter(|l| {
+            l.starts_with("llama_scorer_compute_seconds_count{") && l.contains("kind=\"score\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// Policies on one model with the same rendered prompt share a decode whatever their temperatures: with
+/// both caches off (so nothing is found computed), a three-policy request on two items runs 3 decodes, not 6
+/// (p0 at T = 0.5 and pi_hot at 1.5 share; pi_sys's system prompt makes other tokens for the chat item). Every result still
+/// equals its own single-policy request bit for bit, each of those decoded alone; the batch command shares
+/// the same way and writes the same numbers. With the response cache on, the shared decode leaves an entry
+/// per temperature behind.
+#[test]
+fn policies_sharing_a_model_share_each_decode_and_keep_their_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let smol = smol_path().display().to_string();
+    let policies = format!(
+        "policies:\n  p0: {{model: {smol}, temperature: 0.5}}\n  pi_hot: {{model: {smol}, temperature: 1.5}}\n  \
+         pi_sys: {{model: {smol}, temperature: 0.5, system_prompt: 'You are terse.'}}\n"
+    );
+    let uncached = write_config(
+        dir.path(),
+        &format!("server: {{prefix_cache_bytes: 0}}\ncache: {{max_bytes: 0}}\n{policies}"),
+    );
+    let s = start(&uncached);
+    let names = ["p0", "pi_hot", "pi_sys"];
+    let before = decodes(&s.base);
+    let (code, multi) = post_to(
+        &s.base,
+        "/v1/logprobs",
+        &json!({"models": names, "items": items(), "top_logprobs": 3}),
+    );
+    assert_eq!(code, 200, "{multi}");
+    // Item 0 is a plain prompt (a system prompt applies to chat messages only): one decode for all three.
+    // Item 1 is chat: p0 and pi_hot share one, pi_sys's system prompt makes other tokens.
+    assert_eq!(decodes(&s.base) - before, 3, "1 + 2 decodes, not 6");
+    let data = multi["data"].as_array().unwrap();
+    let mut single_values = std::collections::HashMap::new();
+    for (j, policy) in names.iter().enumerate() {
+        let before = decodes(&s.base);
+        let (code, alone) = post_to(
+            &s.base,
+            "/v1/logprobs",
+            &json!({"model": policy, "items": items(), "top_logprobs": 3}),
+        );
+        assert_eq!(code, 200, "{alone}");
+        assert_eq!(decodes(&s.base) - before, 2, "{policy} decoded alone");
+        for item in 0..2 {
+            let shared = &data[item * names.len() + j];
+            assert_eq!(
+                numbers(shared),
+                numbers(&alone["data"][item]),
+                "{policy} item {item}"
+            );
+            single_values.insert(
+                (policy.to_string(), item),
+                f(&alone["data"][item]["sampling_logprob"]),
+            );
+        }
+    }
+    // Not vacuous: the shared pair differs in sampling_logprob, agrees in logprob (T = 1).
+    let (p0, hot) = (&data[0], &data[1]);
+    assert_eq!(p0["logprob"], hot["logprob"]);
+    assert_ne!(p0["sampling_logprob"], hot["sampling_logprob"]);
+    drop(s);
+
+    // The batch command: the same numbers as the single-policy requests.
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    let lines: Vec<String> = items()
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, it)| {
+            let mut line = it.clone();
+            line["id"] = json!(i);
+            line.to_string()
+        })
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = crate::common::binary()
+        .args([
+            "score",
+            "--no-progress",
+            "--threads",
+            "2",
+            "--policies",
+            "p0,pi_hot,pi_sys",
+            "--config",
+        ])
+        .arg(&uncached)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written: Vec<Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(written.len(), 6);
+    for line in &written {
+        let key = (
+            line["policy"].as_str().unwrap().to_string(),
+            line["id"].as_u64().unwrap() as usize,
+        );
+        assert_eq!(
+            f(&line["sampling_logprob"]).to_bits(),
+            single_values[&key].to_bits(),
+            "{line}"
+        );
+    }
+
+    // With the response cache on, each temperature of a shared decode is found computed afterwards.
+    let cached_config = dir.path().join("cached");
+    std::fs::create_dir(&cached_config).unwrap();
+    let s = start(&write_config(&cached_config, &policies));
+    let (code, _) = post_to(
+        &s.base,
+        "/v1/logprobs",
+        &json!({"models": ["p0", "pi_hot"], "items": items()}),
+    );
+    assert_eq!(code, 200);
+    let before = decodes(&s.base);
+    for policy in ["p0", "pi_hot"] {
+        let (code, alone) = post_to(
+            &s.base,
+            "/v1/logprobs",
+            &json!({"model": policy, "items": items()}),
+        );
+        assert_eq!(code, 200, "{alone}");
+        for item in 0..2 {
+            assert_eq!(alone["data"][item]["cached"], true, "{policy} item {item}");
+            assert_eq!(
+                f(&alone["data"][item]["sampling_logprob"]).to_bits(),
+                single_values[&(policy.to_string(), item)].to_bits()
+            );
+        }
+    }
+    assert_eq!(decodes(&s.base), before, "nothing decoded again");
+}
