@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Three llama-scorer containers behind Debian's nginx with deploy/nginx/nginx.conf (test copy: replicas on
 # 127.0.0.1 ports), checked for real: every affinity key keeps its replica; keys spread over all three;
-# when one replica stops, only its keys move (consistent hashing) and requests keep succeeding (retry on
-# the next upstream); then everything is removed. Needs llama-scorer:cpu, nginx (apt-get install nginx)
-# and the test models (make models).
+# `llama-scorer score --server` through nginx while one replica is killed and another restarted mid-run writes every
+# line once, bit-identical to the same run against one replica alone; once that replica is gone, only its
+# keys move (consistent hashing) and requests keep succeeding (retry on the next upstream); then everything
+# is removed. Needs llama-scorer:cpu, the host binary (cargo build --release; LLAMA_SCORER_BIN overrides),
+# nginx (apt-get install nginx) and the test models (make models).
 #
 #   scripts/nginx-test.sh          # PORT=18090: nginx; PORT+1..PORT+3: the replicas
 set -euo pipefail
@@ -12,6 +14,8 @@ cd "$(dirname "$0")/.."
 PORT=${PORT:-18090}
 MODELS_DIR=$(readlink -f "${MODELS_DIR:-models}")
 NAME=llama-scorer-nginx-test
+BIN=$(readlink -f "${LLAMA_SCORER_BIN:-target/release/llama-scorer}")
+LINES=${LINES:-300}
 tmp=$(mktemp -d)
 chmod 755 "$tmp" # nginx workers (nobody, when started as root) write their temporary files here
 URL="http://127.0.0.1:$PORT"
@@ -29,6 +33,7 @@ cleanup() {
 }
 
 command -v nginx >/dev/null || fail "nginx not installed (apt-get install nginx)"
+[[ -x "$BIN" ]] || fail "no llama-scorer binary at $BIN (cargo build --release)"
 docker image inspect llama-scorer:cpu >/dev/null 2>&1 || fail "no llama-scorer:cpu image"
 trap cleanup EXIT
 
@@ -77,9 +82,72 @@ done
 log "affinity: 24 keys, each stable over 2 requests; replicas used: ${!used[*]}"
 [[ ${#used[@]} -eq 3 ]] || fail "keys spread over ${#used[@]} replicas, not 3"
 
+# A batch run through nginx, one replica killed and another restarted mid-run; the reference is the same run
+# against replica 1 alone.
+cat >"$tmp/config.yaml" <<YAML
+policies:
+  smollm2-135m-instruct: {model: /models/SmolLM2-135M-Instruct.Q4_1.gguf, temperature: 0.7}
+YAML
+python3 - "$LINES" >"$tmp/in.jsonl" <<'PY'
+import json, sys
+for i in range(int(sys.argv[1])):
+    if i % 3 == 2:
+        print(json.dumps({"id": i, "messages": [{"role": "user", "content": f"Count to {i}."}], "response": f"1 2 {i}"}))
+    else:
+        print(json.dumps({"id": i, "prompt": f"Question {i // 2}: what comes after {i}?", "response": f" {i + 1}, then {i + 2}."}))
+PY
+score_through() { # url output
+    "$BIN" score --no-progress --token-logprobs --config "$tmp/config.yaml" --input "$tmp/in.jsonl" \
+        --output "$2" --server "$1" --concurrency 4 --retries 12 2>>"$tmp/score.log"
+}
+t0=$SECONDS
+score_through "http://127.0.0.1:$((PORT + 1))" "$tmp/reference.jsonl"
+log "reference: $LINES lines scored against replica 1 alone in $((SECONDS - t0)) s"
 victim="127.0.0.1:$((PORT + 2))"
-docker stop -t 35 "$NAME-2" >/dev/null
-log "stopped replica 2 ($victim)"
+t0=$SECONDS
+score_through "$URL" "$tmp/balanced.jsonl" &
+score_pid=$!
+until [[ "$(wc -l <"$tmp/balanced.jsonl" 2>/dev/null || echo 0)" -ge $((LINES / 4)) ]]; do
+    kill -0 "$score_pid" 2>/dev/null || fail "the balanced run ended before the kill"
+    sleep 0.2
+done
+written=$(wc -l <"$tmp/balanced.jsonl")
+docker kill "$NAME-2" >/dev/null
+log "killed replica 2 ($victim) with $written of $LINES lines written"
+until [[ "$(wc -l <"$tmp/balanced.jsonl")" -ge $((LINES / 2)) ]]; do
+    kill -0 "$score_pid" 2>/dev/null || break
+    sleep 0.2
+done
+written=$(wc -l <"$tmp/balanced.jsonl")
+docker restart -t 35 "$NAME-3" >/dev/null
+log "restarted replica 3 (SIGTERM, drain, start) with $written of $LINES lines written"
+wait "$score_pid" || fail "score --server through nginx failed after the kill: $(tail -n 5 "$tmp/score.log")"
+log "balanced run done in $((SECONDS - t0)) s"
+python3 - "$tmp/reference.jsonl" "$tmp/balanced.jsonl" "$LINES" <<'PY' || fail "the balanced run differs from the reference"
+import json, sys
+def lines(path):
+    out = {}
+    for line in open(path):
+        v = json.loads(line)
+        assert "error" not in v, v
+        v.pop("cached", None)
+        key = (v["id"], v["policy"])
+        assert key not in out, f"duplicate line {key}"
+        out[key] = json.dumps(v, sort_keys=True)  # shortest round-trip floats: equal strings, equal bits
+    return out
+ref, got = lines(sys.argv[1]), lines(sys.argv[2])
+assert len(ref) == int(sys.argv[3]), len(ref)
+assert ref.keys() == got.keys(), sorted(ref.keys() ^ got.keys())
+differ = [k for k in ref if ref[k] != got[k]]
+assert not differ, differ[:5]
+print(f"[nginx-test] {len(got)} lines, each once, bit-identical to the one-replica run")
+PY
+log "retries logged by score: $(grep -ci 'retr' "$tmp/score.log" || true)"
+deadline=$((SECONDS + 120))
+until curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$((PORT + 3))/ready" 2>/dev/null; do
+    [[ $SECONDS -lt $deadline ]] || fail "replica 3 not ready again after its restart"
+    sleep 1
+done
 moved=0
 kept=0
 for key in "${!before[@]}"; do
@@ -94,6 +162,6 @@ for key in "${!before[@]}"; do
         fail "key $key moved from ${before[$key]} to $now although its replica is up"
     fi
 done
-log "after stopping replica 2: all 24 keys answered; $moved keys of the stopped replica moved, the other $kept kept their replica"
+log "after killing replica 2: all 24 keys answered; $moved keys of the stopped replica moved, the other $kept kept their replica"
 log "nginx error log: $(grep -c . "$tmp/error.log" || true) lines; upstream failures tried next: $(grep -c 'failed\|refused' "$tmp/error.log" || true)"
 log "PASS"
