@@ -184,17 +184,7 @@ fn resolve_policies(served: &Policies, names: &[String]) -> Result<Vec<ServedPol
 pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
     let text = std::fs::read_to_string(&args.input)
         .with_context(|| format!("cannot read {}", args.input.display()))?;
-    // (line number in the file, text) of every non-blank line.
-    let raw: Vec<(usize, &str)> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| (i + 1, l))
-        .filter(|&(n, l)| {
-            args.shard
-                .is_none_or(|s| s.holds(&crate::shard::line_id(n, l)))
-        })
-        .collect();
+    let raw = lines_to_score(&text, &args);
     let engine = Engine::start(&cfg.engine_settings())?;
     let served = Policies::new(
         &engine,
@@ -203,24 +193,7 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
         &cfg.policy_order,
     )
     .map_err(anyhow::Error::msg)?;
-    let mut default_policies: Vec<ServedPolicy> = match &args.policies {
-        None => served.all().to_vec(),
-        Some(names) => resolve_policies(&served, names).map_err(|e| anyhow!("--policies: {e}"))?,
-    };
-    let base = match &args.base {
-        Some(name) => Some(
-            served
-                .get(name)
-                .cloned()
-                .ok_or_else(|| anyhow!("--base: unknown policy `{name}`"))?,
-        ),
-        None => None,
-    };
-    if let Some(b) = &base
-        && !default_policies.iter().any(|p| p.name() == b.name())
-    {
-        default_policies.push(b.clone());
-    }
+    let (default_policies, base) = chosen_policies(&served, &args)?;
     let (done, mut base_values) = resume_state(&args.output, args.base.as_deref())?;
     let mut out = OpenOptions::new()
         .create(true)
@@ -228,17 +201,7 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
         .open(&args.output)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     out.seek(SeekFrom::End(0))?;
-    let bar = if args.progress {
-        indicatif::ProgressBar::new(raw.len() as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} lines  {per_sec}  eta {eta}  {msg}",
-        )
-        .expect("valid template"),
-    );
+    let bar = progress_bar(args.progress, raw.len());
     let runtime = tokio::runtime::Runtime::new()?;
     let mut summary = ScoreSummary::default();
     for chunk in raw.chunks(args.chunk_lines.max(1)) {
@@ -260,15 +223,7 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
         if let Some(b) = &args.base {
             add_log_ratios(&mut records, b, &mut base_values);
         }
-        for record in records {
-            if record.get("error").is_some() {
-                summary.errors += 1;
-            }
-            serde_json::to_writer(&mut out, &record)?;
-            out.write_all(b"\n")?;
-            summary.written += 1;
-        }
-        out.flush()?;
+        write_records(&mut out, records, &mut summary)?;
         if let Some(e) = stopped {
             bar.abandon();
             engine.shutdown();
@@ -287,23 +242,109 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
         bail!("nothing was scored");
     }
     if let Some(b) = &args.base {
-        let report =
-            crate::weights_report::weights_report(&args.output, b, &cfg.configured_like(b))?;
-        let path = args.summary.clone().unwrap_or_else(|| {
-            let mut p = args.output.clone().into_os_string();
-            p.push(".summary.json");
-            PathBuf::from(p)
-        });
-        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        summary.weights = Some(report);
+        summary.weights = Some(write_weights_summary(&cfg, &args, b)?);
     }
     Ok(summary)
 }
 
+/// (line number in the file, text) of every non-blank line this run scores (its shard's, with `--shard`).
+fn lines_to_score<'a>(text: &'a str, args: &ScoreArgs) -> Vec<(usize, &'a str)> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i + 1, l))
+        .filter(|&(n, l)| {
+            args.shard
+                .is_none_or(|s| s.holds(&crate::shard::line_id(n, l)))
+        })
+        .collect()
+}
+
+/// The policies a line without its own list is scored under (`--policies`, else all; the base added when
+/// not among them), and the base.
+fn chosen_policies(
+    served: &Policies,
+    args: &ScoreArgs,
+) -> anyhow::Result<(Vec<ServedPolicy>, Option<ServedPolicy>)> {
+    let mut default_policies: Vec<ServedPolicy> = match &args.policies {
+        None => served.all().to_vec(),
+        Some(names) => resolve_policies(served, names).map_err(|e| anyhow!("--policies: {e}"))?,
+    };
+    let base = match &args.base {
+        Some(name) => Some(
+            served
+                .get(name)
+                .cloned()
+                .ok_or_else(|| anyhow!("--base: unknown policy `{name}`"))?,
+        ),
+        None => None,
+    };
+    if let Some(b) = &base
+        && !default_policies.iter().any(|p| p.name() == b.name())
+    {
+        default_policies.push(b.clone());
+    }
+    Ok((default_policies, base))
+}
+
+/// The progress bar on stderr (hidden with `--no-progress`).
+fn progress_bar(shown: bool, lines: usize) -> indicatif::ProgressBar {
+    let bar = if shown {
+        indicatif::ProgressBar::new(lines as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} lines  {per_sec}  eta {eta}  {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar
+}
+
+/// Appends one chunk's records to the output, one JSON line each, and flushes (a crash after this loses
+/// nothing written), counting them and their errors.
+fn write_records(
+    out: &mut File,
+    records: Vec<Value>,
+    summary: &mut ScoreSummary,
+) -> anyhow::Result<()> {
+    for record in records {
+        if record.get("error").is_some() {
+            summary.errors += 1;
+        }
+        serde_json::to_writer(&mut *out, &record)?;
+        out.write_all(b"\n")?;
+        summary.written += 1;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The importance-weight summary against `base` over the whole output file, written next to it (or to
+/// `--summary`).
+fn write_weights_summary(
+    cfg: &Config,
+    args: &ScoreArgs,
+    base: &str,
+) -> anyhow::Result<crate::weights_report::WeightsReport> {
+    let report =
+        crate::weights_report::weights_report(&args.output, base, &cfg.configured_like(base))?;
+    let path = args.summary.clone().unwrap_or_else(|| {
+        let mut p = args.output.clone().into_os_string();
+        p.push(".summary.json");
+        PathBuf::from(p)
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(report)
+}
+
 /// Scores one chunk: every (line, policy) pair not done yet, one batch per policy (all policies at once:
-/// policies on different models or remotes run in parallel, policies sharing a model share each decode). Returns the records in input order, and the
-/// upstream failure that should stop the run, if any (its pairs get no record, so a rerun retries them).
+/// policies on different models or remotes run in parallel, policies sharing a model share each decode).
+/// Returns the records in input order, and the upstream failure that should stop the run, if any (its pairs
+/// get no record, so a rerun retries them).
 async fn score_chunk(
     lines: &[(usize, Result<Line, String>)],
     done: &HashSet<String>,

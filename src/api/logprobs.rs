@@ -167,141 +167,62 @@ pub async fn logprobs(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let body_bytes = body.as_ref().map_or(0, |b| b.len());
-    let req: LogprobsRequest = parse(body)?;
+    let mut req: LogprobsRequest = parse(body)?;
     let names = policy_names(&req)?;
-    let listed = req.models.as_ref().map_or(0, Vec::len);
-    let policies = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            state.policy(n).cloned().map_err(|mut e| {
-                e.param = Some(match (&req.models, i < listed) {
-                    (Some(_), true) => format!("models[{i}]"),
-                    (Some(_), false) => "base".into(),
-                    (None, _) if i == 0 => "model".into(),
-                    (None, _) => "base".into(),
-                });
-                e
-            })
-        })
-        .collect::<Result<Vec<ServedPolicy>, _>>()?;
+    let policies = resolve_policies(&state, &req, &names)?;
     let top_logprobs = check_top_logprobs(req.top_logprobs, MAX_TOP_LOGPROBS)
         .map_err(|m| ApiError::invalid("top_logprobs", m))?;
     if let Some(t) = req.temperature {
         check_temperature(t).map_err(|m| ApiError::invalid("temperature", m))?;
     }
-    let inline = WireItem {
-        prompt: req.prompt,
-        messages: req.messages,
-        prompt_token_ids: req.prompt_token_ids,
-        response: req.response,
-        response_token_ids: req.response_token_ids,
-    };
-    let (items, batch) = match req.items {
-        Some(items) => {
-            if !inline.is_empty() {
-                return Err(ApiError::invalid(
-                    "items",
-                    "give either `items` or one inline item (prompt/messages + response), not both",
-                ));
-            }
-            if items.is_empty() {
-                return Err(ApiError::invalid("items", "must not be empty"));
-            }
-            if items.len() > state.max_batch_items {
-                return Err(ApiError::invalid(
-                    "items",
-                    format!(
-                        "{} items is more than this server's limit of {} per request",
-                        items.len(),
-                        state.max_batch_items
-                    ),
-                ));
-            }
-            let inputs = items
-                .into_iter()
-                .enumerate()
-                .map(|(i, it)| it.into_input(&format!("items[{i}]")))
-                .collect::<Result<Vec<ItemInput>, _>>()?;
-            (inputs, true)
-        }
-        None => (vec![inline.into_input("")?], false),
-    };
+    let (items, batch) = request_items(&mut req, state.max_batch_items)?;
     // Every policy at its own temperature (or the request's), all at once: policies on different models
     // or remotes run in parallel, and policies sharing a model share each decode (see `score_together`).
     let deadline = state.deadline();
     let requests: Vec<(ServedPolicy, ScoreRequest)> = policies
-        .iter()
+        .into_iter()
         .map(|policy| {
+            let options = ScoreOptions {
+                top_logprobs,
+                echo: req.echo,
+                score_end_of_turn: req.score_end_of_turn,
+                temperature: req.temperature.unwrap_or(policy.temperature()),
+            };
             let request = ScoreRequest {
                 items: items.clone(),
-                options: ScoreOptions {
-                    top_logprobs,
-                    echo: req.echo,
-                    score_end_of_turn: req.score_end_of_turn,
-                    temperature: req.temperature.unwrap_or(policy.temperature()),
-                },
+                options,
                 batch,
                 deadline,
                 body_bytes,
             };
-            (policy.clone(), request)
+            (policy, request)
         })
         .collect();
     let temperatures: Vec<f64> = requests
         .iter()
         .map(|(_, r)| r.options.temperature)
         .collect();
-    let answers: Vec<(Scores, f64)> = score_together(requests)
+    let answers: Vec<Scores> = score_together(requests)
         .await
         .into_iter()
-        .zip(temperatures)
-        .map(|(scores, t)| Ok::<_, ApiError>((scores?, t)))
         .collect::<Result<_, _>>()?;
-    let timing = server_timing(&slowest_stages(answers.iter().map(|(s, _)| &s.stages)));
+    let timing = server_timing(&slowest_stages(answers.iter().map(|s| &s.stages)));
+    let reports = answers.iter().flat_map(|s| &s.items);
     let usage = Usage::new(
-        answers
-            .iter()
-            .flat_map(|(s, _)| &s.items)
-            .map(|r| r.prompt_tokens)
-            .sum(),
-        answers
-            .iter()
-            .flat_map(|(s, _)| &s.items)
-            .map(|r| r.response_tokens)
-            .sum(),
+        reports.clone().map(|r| r.prompt_tokens).sum(),
+        reports.map(|r| r.response_tokens).sum(),
     );
     let single = req.models.is_none() && req.base.is_none();
     let base_at = req
         .base
         .as_ref()
         .map(|b| names.iter().position(|n| n == b).expect("base is listed"));
-    let n_items = items.len();
-    let mut per_policy: Vec<std::vec::IntoIter<ItemReport>> = Vec::new();
-    let mut temperatures = Vec::new();
-    let mut bases: Vec<ItemReport> = Vec::new();
-    for (j, (scores, temperature)) in answers.into_iter().enumerate() {
-        if Some(j) == base_at {
-            bases = scores.items.clone();
-        }
-        per_policy.push(scores.items.into_iter());
-        temperatures.push(temperature);
-    }
-    let mut data = Vec::with_capacity(n_items * names.len());
-    for index in 0..n_items {
-        for (j, reports) in per_policy.iter_mut().enumerate() {
-            let report = reports.next().expect("one report per item");
-            let ratio = bases.get(index).map(|base| log_ratio(&report, base));
-            let mut entry = WireItemResult::new(index, report, temperatures[j]);
-            if !single {
-                entry.model = Some(names[j].clone());
-            }
-            if let Some(ratio) = ratio {
-                entry = entry.with_ratio(ratio);
-            }
-            data.push(entry);
-        }
-    }
+    let data = item_major(
+        answers,
+        &temperatures,
+        base_at,
+        (!single).then_some(&names[..]),
+    );
     let headers = [(HeaderName::from_static("server-timing"), timing)];
     Ok((
         headers,
@@ -319,6 +240,101 @@ pub async fn logprobs(
             usage,
         }),
     ))
+}
+
+/// The served policy of each name, an unknown one refused naming where the request gave it (`model`,
+/// `models[i]` or `base`).
+fn resolve_policies(
+    state: &AppState,
+    req: &LogprobsRequest,
+    names: &[String],
+) -> Result<Vec<ServedPolicy>, ApiError> {
+    let listed = req.models.as_ref().map_or(0, Vec::len);
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            state.policy(n).cloned().map_err(|mut e| {
+                e.param = Some(match (&req.models, i < listed) {
+                    (Some(_), true) => format!("models[{i}]"),
+                    (Some(_), false) => "base".into(),
+                    (None, _) if i == 0 => "model".into(),
+                    (None, _) => "base".into(),
+                });
+                e
+            })
+        })
+        .collect()
+}
+
+/// The request's items (taken out of it) and whether they came as a batch (`items`) rather than one inline
+/// item; a batch is non-empty, within `max_items`, and not mixed with inline fields.
+fn request_items(
+    req: &mut LogprobsRequest,
+    max_items: usize,
+) -> Result<(Vec<ItemInput>, bool), ApiError> {
+    let inline = WireItem {
+        prompt: req.prompt.take(),
+        messages: req.messages.take(),
+        prompt_token_ids: req.prompt_token_ids.take(),
+        response: req.response.take(),
+        response_token_ids: req.response_token_ids.take(),
+    };
+    let Some(items) = req.items.take() else {
+        return Ok((vec![inline.into_input("")?], false));
+    };
+    if !inline.is_empty() {
+        return Err(ApiError::invalid(
+            "items",
+            "give either `items` or one inline item (prompt/messages + response), not both",
+        ));
+    }
+    if items.is_empty() {
+        return Err(ApiError::invalid("items", "must not be empty"));
+    }
+    if items.len() > max_items {
+        return Err(ApiError::invalid(
+            "items",
+            format!(
+                "{} items is more than this server's limit of {max_items} per request",
+                items.len()
+            ),
+        ));
+    }
+    let inputs = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, it)| it.into_input(&format!("items[{i}]")))
+        .collect::<Result<Vec<ItemInput>, _>>()?;
+    Ok((inputs, true))
+}
+
+/// The results item-major (each item's policies in order), each named by its policy when `names` is given,
+/// and with `base_at` the log-ratio against that policy's result for the same item.
+fn item_major(
+    answers: Vec<Scores>,
+    temperatures: &[f64],
+    base_at: Option<usize>,
+    names: Option<&[String]>,
+) -> Vec<WireItemResult> {
+    let n_items = answers.first().map_or(0, |s| s.items.len());
+    let bases: Vec<ItemReport> = base_at.map_or_else(Vec::new, |j| answers[j].items.clone());
+    let mut per_policy: Vec<std::vec::IntoIter<ItemReport>> =
+        answers.into_iter().map(|s| s.items.into_iter()).collect();
+    let mut data = Vec::with_capacity(n_items * per_policy.len());
+    for index in 0..n_items {
+        for (j, reports) in per_policy.iter_mut().enumerate() {
+            let report = reports.next().expect("one report per item");
+            let ratio = bases.get(index).map(|base| log_ratio(&report, base));
+            let mut entry = WireItemResult::new(index, report, temperatures[j]);
+            entry.model = names.map(|n| n[j].clone());
+            if let Some(ratio) = ratio {
+                entry = entry.with_ratio(ratio);
+            }
+            data.push(entry);
+        }
+    }
+    data
 }
 
 /// The policies a request names: `model`, or `models` (distinct, non-empty), with `base` added when not

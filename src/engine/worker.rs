@@ -9,7 +9,7 @@ use llama_cpp_2::model::LlamaModel;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use super::generate::{self, GenEvent, GenerateJob};
-use super::load::Load;
+use super::load::{Busy, Load};
 use super::prefix::PrefixStore;
 use super::schedule::{ContextSettings, RowOptions, Session, create_context};
 use super::scoring::score_sequence;
@@ -104,18 +104,7 @@ pub fn run(
     jobs: SharedReceiver,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    let WorkerShared {
-        model,
-        vocab,
-        abandoned,
-        prefixes,
-        settings,
-        label,
-        cancel,
-        load,
-    } = shared;
-    let created = create_context(&model, settings);
-    let mut ctx = match created {
+    let mut ctx = match create_context(&shared.model, shared.settings) {
         Ok(ctx) => {
             let _ = ready.send(Ok(()));
             ctx
@@ -125,42 +114,39 @@ pub fn run(
             return;
         }
     };
-    let mut batch: LlamaBatch<'static> = LlamaBatch::new(settings.chunk as usize, 1);
+    let mut batch: LlamaBatch<'static> = LlamaBatch::new(shared.settings.chunk as usize, 1);
     let hold = std::env::var_os(HOLD_ENV).map(std::path::PathBuf::from);
-    loop {
-        if let Some(path) = &hold {
-            wait_while_held(path);
-        }
-        let job = {
-            let mut rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
-            rx.blocking_recv()
-        };
-        let Some(Job {
-            work,
-            permit,
-            enqueued,
-        }) = job
-        else {
-            break;
-        };
+    let label = shared.label.to_string();
+    while let Some(Job {
+        work,
+        permit,
+        enqueued,
+    }) = next_job(&jobs, hold.as_deref())
+    {
         // Counted as running from before it stops counting as waiting, so a job is never in neither gauge.
-        let busy = work.cells(settings.n_ctx as usize).map(|c| load.begin(c));
+        let busy = work
+            .cells(shared.settings.n_ctx as usize)
+            .map(|c| shared.load.begin(c));
         drop(permit);
-        let model_label = label.to_string();
         let waited = enqueued.elapsed();
-        metrics::histogram!("llama_scorer_queue_wait_seconds", "model" => model_label.clone())
+        metrics::histogram!("llama_scorer_queue_wait_seconds", "model" => label.clone())
             .record(waited.as_secs_f64());
         if matches!(work, Work::Stop) {
             break;
         }
-        if work.abandoned() || cancel.load(Ordering::Relaxed) {
-            abandoned.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("llama_scorer_jobs_abandoned_total", "model" => model_label)
+        if work.abandoned() || shared.cancel.load(Ordering::Relaxed) {
+            shared.abandoned.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("llama_scorer_jobs_abandoned_total", "model" => label.clone())
                 .increment(1);
             continue;
         }
-        let started = std::time::Instant::now();
-        let chunk = settings.chunk as usize;
+        let mut session = Session {
+            ctx: &mut ctx,
+            batch: &mut batch,
+            chunk: shared.settings.chunk as usize,
+            n_ctx: shared.settings.n_ctx as usize,
+            vocab: &shared.vocab,
+        };
         match work {
             Work::Score {
                 item,
@@ -168,47 +154,78 @@ pub fn run(
                 temperatures,
                 reply,
             } => {
-                let result = score_sequence(
-                    &mut ctx,
-                    &mut batch,
-                    chunk,
-                    &item,
+                let job = ScoringJob {
+                    item,
                     options,
-                    &temperatures,
-                    prefixes.as_deref(),
-                    || reply.is_closed() || cancel.load(Ordering::Relaxed),
-                );
-                if let Ok(scores) = &result {
-                    let positions = scores.first().map_or(0, |s| s.scored().count());
-                    metrics::counter!("llama_scorer_tokens_scored_total", "model" => model_label.clone())
-                        .increment(positions as u64);
-                }
-                let computed = started.elapsed();
-                metrics::histogram!("llama_scorer_compute_seconds", "model" => model_label, "kind" => "score")
-                    .record(computed.as_secs_f64());
-                let times = StageTimes {
-                    queue: waited,
-                    compute: computed,
+                    temperatures,
+                    reply,
+                    waited,
                 };
-                // Done before the answer leaves: whoever reads the load after it sees the job ended.
-                drop(busy);
-                let _ = reply.send(result.map(|score| (score, times)));
+                run_scoring(&mut session, &shared, &label, job, busy);
             }
             Work::Generate(job) => {
-                let mut session = Session {
-                    ctx: &mut ctx,
-                    batch: &mut batch,
-                    chunk,
-                    n_ctx: settings.n_ctx as usize,
-                    vocab: &vocab,
-                };
+                let started = std::time::Instant::now();
                 if let Err(e) = generate::run(&mut session, &job) {
                     let _ = job.events.blocking_send(GenEvent::Error(e));
                 }
-                metrics::histogram!("llama_scorer_compute_seconds", "model" => model_label, "kind" => "generate")
+                metrics::histogram!("llama_scorer_compute_seconds", "model" => label.clone(), "kind" => "generate")
                     .record(started.elapsed().as_secs_f64());
             }
             Work::Stop => unreachable!("handled before the abandoned check"),
         }
     }
+}
+
+/// The next job from the shared queue (after the test hold, if any); `None` once the queue has closed.
+fn next_job(jobs: &SharedReceiver, hold: Option<&std::path::Path>) -> Option<Job> {
+    if let Some(path) = hold {
+        wait_while_held(path);
+    }
+    let mut rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
+    rx.blocking_recv()
+}
+
+/// A scoring job as the thread runs it: [`Work::Score`] plus how long it waited.
+struct ScoringJob {
+    item: Arc<PreparedItem>,
+    options: RowOptions,
+    temperatures: Vec<f64>,
+    reply: oneshot::Sender<Result<(Vec<ItemScore>, StageTimes), ScoreError>>,
+    waited: std::time::Duration,
+}
+
+/// Scores one item on this thread's context, records its metrics, ends its share of the load gauges and
+/// then answers (so whoever reads the load after the answer sees the job ended).
+fn run_scoring(
+    session: &mut Session<'_, '_>,
+    shared: &WorkerShared,
+    label: &str,
+    job: ScoringJob,
+    busy: Option<Busy<'_>>,
+) {
+    let started = std::time::Instant::now();
+    let reply = &job.reply;
+    let result = score_sequence(
+        session,
+        &job.item,
+        job.options,
+        &job.temperatures,
+        shared.prefixes.as_deref(),
+        || reply.is_closed() || shared.cancel.load(Ordering::Relaxed),
+    );
+    if let Ok(scores) = &result {
+        // Positions decoded and scored, once however many temperatures they were reported at.
+        let positions = scores.first().map_or(0, |s| s.scored().count());
+        metrics::counter!("llama_scorer_tokens_scored_total", "model" => label.to_string())
+            .increment(positions as u64);
+    }
+    let compute = started.elapsed();
+    metrics::histogram!("llama_scorer_compute_seconds", "model" => label.to_string(), "kind" => "score")
+        .record(compute.as_secs_f64());
+    let times = StageTimes {
+        queue: job.waited,
+        compute,
+    };
+    drop(busy);
+    let _ = job.reply.send(result.map(|scores| (scores, times)));
 }
