@@ -102,30 +102,10 @@ pub struct CacheSettings {
 }
 
 /// A cache bounded to `settings.max_bytes` as `weigh` counts bytes, its entries expiring after
-/// `settings.ttl`; `None` when the budget is 0. Shared by this cache and the remote answers' one.
-pub fn bounded<K, V>(
-    settings: CacheSettings,
-    weigh: impl Fn(&K, &V) -> usize + Send + Sync + 'static,
-) -> Option<moka::future::Cache<K, V>>
-where
-    K: std::hash::Hash + Eq + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-{
-    if settings.max_bytes == 0 {
-        return None;
-    }
-    let mut builder = moka::future::Cache::builder()
-        .max_capacity(settings.max_bytes)
-        .weigher(move |k: &K, v: &V| u32::try_from(weigh(k, v)).unwrap_or(u32::MAX));
-    if let Some(ttl) = settings.ttl {
-        builder = builder.time_to_live(ttl);
-    }
-    Some(builder.build())
-}
-
-/// The cache with its hit and miss counters.
-pub struct ScoreCache {
-    entries: moka::future::Cache<ScoreKey, Arc<ItemScore>>,
+/// `settings.ttl`, with the hit and miss counters `/ready` and `/metrics` report: the local response cache
+/// ([`ScoreCache`]) and the remote answers' one are both of this kind.
+pub struct CountedCache<K, V> {
+    pub(crate) entries: moka::future::Cache<K, V>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -139,24 +119,70 @@ pub struct CacheStats {
     pub bytes: u64,
 }
 
-impl ScoreCache {
-    /// A cache for `settings`, or `None` when its budget is 0.
-    pub fn new(settings: CacheSettings) -> Option<ScoreCache> {
-        let entries = bounded(settings, |k: &ScoreKey, v: &Arc<ItemScore>| {
-            k.weight() + weight(v)
-        })?;
-        Some(ScoreCache {
-            entries,
+impl<K, V> CountedCache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A cache for `settings` weighing entries by `weigh`, or `None` when its budget is 0.
+    pub fn with_weigher(
+        settings: CacheSettings,
+        weigh: impl Fn(&K, &V) -> usize + Send + Sync + 'static,
+    ) -> Option<Self> {
+        if settings.max_bytes == 0 {
+            return None;
+        }
+        let mut builder = moka::future::Cache::builder()
+            .max_capacity(settings.max_bytes)
+            .weigher(move |k: &K, v: &V| u32::try_from(weigh(k, v)).unwrap_or(u32::MAX));
+        if let Some(ttl) = settings.ttl {
+            builder = builder.time_to_live(ttl);
+        }
+        Some(CountedCache {
+            entries: builder.build(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
     }
 
-    /// The cached score, if any (counted as a hit).
+    /// Counts a lookup that found its entry.
+    pub fn count_hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a lookup that did not.
+    pub fn count_miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counters and size (pending evictions applied first, so sizes are current).
+    pub async fn stats(&self) -> CacheStats {
+        self.entries.run_pending_tasks().await;
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.entries.entry_count(),
+            bytes: self.entries.weighted_size(),
+        }
+    }
+}
+
+/// The local response cache.
+pub type ScoreCache = CountedCache<ScoreKey, Arc<ItemScore>>;
+
+impl ScoreCache {
+    /// A cache for `settings`, or `None` when its budget is 0.
+    pub fn new(settings: CacheSettings) -> Option<ScoreCache> {
+        CountedCache::with_weigher(settings, |k: &ScoreKey, v: &Arc<ItemScore>| {
+            k.weight() + weight(v)
+        })
+    }
+
+    /// The cached score, if any (counted as a hit; a miss is counted where it is computed).
     pub async fn get(&self, key: &ScoreKey) -> Option<Arc<ItemScore>> {
         let found = self.entries.get(key).await;
         if found.is_some() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.count_hit();
         }
         found
     }
@@ -176,9 +202,9 @@ impl ScoreCache {
             .map_err(|e| (*e).clone())?;
         let shared = !entry.is_fresh();
         if shared {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.count_hit();
         } else {
-            self.misses.fetch_add(1, Ordering::Relaxed);
+            self.count_miss();
         }
         Ok((entry.into_value(), shared))
     }
@@ -186,18 +212,7 @@ impl ScoreCache {
     /// Stores a score computed outside [`ScoreCache::get_or_compute`] (one decode that served several
     /// temperatures), counted as the miss it was.
     pub async fn insert(&self, key: ScoreKey, score: Arc<ItemScore>) {
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.count_miss();
         self.entries.insert(key, score).await;
-    }
-
-    /// Counters and size for `/ready` and `/metrics` (pending evictions applied first, so sizes are current).
-    pub async fn stats(&self) -> CacheStats {
-        self.entries.run_pending_tasks().await;
-        CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            entries: self.entries.entry_count(),
-            bytes: self.entries.weighted_size(),
-        }
     }
 }

@@ -3,17 +3,16 @@
 //! A hit returns the very report an earlier call produced, so its numbers are the same bits.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::native;
 use super::settings::RemoteSettings;
-use crate::engine::cache::{CacheStats, bounded};
+use crate::engine::cache::CountedCache;
 use crate::engine::{CacheSettings, ItemInput, ScoreOptions};
 use crate::report::ItemReport;
 
-/// Everything that determines a remote item's answer.
+/// Everything that determines a remote item's answer (opaque outside this module).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct RemoteKey {
+pub struct RemoteKey {
     /// Provider, resolved base URL and remote model.
     upstream: Arc<str>,
     /// The item in the native wire form, serialized (the rendered prompt text for completions providers).
@@ -53,54 +52,30 @@ pub(crate) fn upstream_id(settings: &RemoteSettings, base_url: &str) -> Arc<str>
 }
 
 /// Remote answers shared by every remote policy of a process.
-pub struct RemoteCache {
-    entries: moka::future::Cache<RemoteKey, Arc<ItemReport>>,
-    hits: AtomicU64,
-    misses: AtomicU64,
-}
+pub type RemoteCache = CountedCache<RemoteKey, Arc<ItemReport>>;
 
 impl RemoteCache {
     /// A cache for `settings`, or `None` when its budget is 0.
     pub fn new(settings: CacheSettings) -> Option<RemoteCache> {
-        let entries = bounded(settings, |k: &RemoteKey, v: &Arc<ItemReport>| {
+        CountedCache::with_weigher(settings, |k: &RemoteKey, v: &Arc<ItemReport>| {
             k.weight() + v.approx_bytes()
-        })?;
-        Some(RemoteCache {
-            entries,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
         })
     }
 
     /// The cached report, marked `cached`, if any (counted as a hit or a miss).
     pub(crate) async fn get(&self, key: &RemoteKey) -> Option<ItemReport> {
-        match self.entries.get(key).await {
-            Some(found) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                let mut report = (*found).clone();
-                report.cached = true;
-                Some(report)
-            }
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
+        let Some(found) = self.entries.get(key).await else {
+            self.count_miss();
+            return None;
+        };
+        self.count_hit();
+        let mut report = (*found).clone();
+        report.cached = true;
+        Some(report)
     }
 
     /// Keeps a fresh answer.
     pub(crate) async fn insert(&self, key: RemoteKey, report: &ItemReport) {
         self.entries.insert(key, Arc::new(report.clone())).await;
-    }
-
-    /// Counters and size for `/ready`.
-    pub async fn stats(&self) -> CacheStats {
-        self.entries.run_pending_tasks().await;
-        CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            entries: self.entries.entry_count(),
-            bytes: self.entries.weighted_size(),
-        }
     }
 }

@@ -198,6 +198,8 @@ async fn score_on_one_model(members: Vec<Member>) -> Vec<Result<Scores, ServeErr
         .zip(prepared)
         .zip(slots)
         .map(|(((policy, request), items), slots)| {
+            // A policy whose items could not be prepared has no slots: its own error comes first.
+            let items = items?;
             let scored = scored
                 .as_ref()
                 .map_err(|e| e.clone().for_policy(&policy.name))?;
@@ -205,7 +207,7 @@ async fn score_on_one_model(members: Vec<Member>) -> Vec<Result<Scores, ServeErr
                 .expect("prepared items have slots")
                 .into_iter()
                 .map(|slot| &scored[slot.unit][slot.at]);
-            Ok(report(policy, request, &items?, found, tokenize))
+            Ok(report(policy, request, &items, found, tokenize))
         })
         .collect()
 }

@@ -380,6 +380,10 @@ fn names_a_field(request: &Value, param: &str) -> bool {
         Some(key) => v.is_object() && names_a_field(v, key),
         None => tail.is_empty() || tail.starts_with('[') && names_a_field(v, tail),
     };
+    // A key named exactly so (the fuzzer's keys may look like paths: `[`, `a.b`).
+    if request.as_object().is_some_and(|o| o.contains_key(param)) {
+        return true;
+    }
     if let Some(after) = param.strip_prefix('[') {
         let Some((index, tail)) = after.split_once(']') else {
             return false;

@@ -402,3 +402,52 @@ fn score_mixes_local_and_remote_policies_and_resumes_after_an_outage() {
         assert_eq!(remote["response_tokens"], local["response_tokens"]);
     }
 }
+
+/// `models` with `base` across local and remote policies: the remote results equal their own single-policy
+/// requests, a remote clone of the local base (same file upstream, same temperature) has a log-ratio of
+/// exactly 0 — weight 1 across two processes — and a provider with no temperature-adjusted value gives a
+/// `null` ratio, never a number made from the T = 1 value.
+#[test]
+fn several_policies_mix_local_and_remote_with_ratios_against_a_local_base() {
+    let up = upstream(free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let front = front(&mixed_config(dir.path(), &up.base));
+    let items = json!([{"prompt": "The capital of France is", "response": " Paris."},
+                       {"prompt": "Roses are red,", "response": " violets are blue."}]);
+    let (code, multi) = post_to(
+        &front.base,
+        "/v1/logprobs",
+        &json!({"models": ["nat", "fw"], "base": "local", "items": items}),
+    );
+    assert_eq!(code, 200, "{multi}");
+    assert_eq!(multi["models"], json!(["nat", "fw", "local"]));
+    let data = multi["data"].as_array().unwrap();
+    assert_eq!(data.len(), 6);
+    for (j, policy) in ["nat", "fw", "local"].iter().enumerate() {
+        let (code, alone) = post_to(
+            &front.base,
+            "/v1/logprobs",
+            &json!({"model": policy, "items": items}),
+        );
+        assert_eq!(code, 200, "{alone}");
+        for item in 0..2 {
+            let entry = &data[item * 3 + j];
+            assert_eq!(entry["model"], *policy);
+            assert_eq!(
+                bits(&entry["logprob"]),
+                bits(&alone["data"][item]["logprob"])
+            );
+            assert_eq!(
+                entry["sampling_logprob"],
+                alone["data"][item]["sampling_logprob"]
+            );
+        }
+    }
+    for item in 0..2 {
+        let (nat, fw) = (&data[item * 3], &data[item * 3 + 1]);
+        assert_eq!(bits(&nat["log_ratio"]), 0.0f64.to_bits(), "{nat}");
+        assert_eq!(nat["tokens_aligned"], true);
+        assert_eq!(fw["sampling_logprob"], Value::Null);
+        assert_eq!(fw["log_ratio"], Value::Null, "{fw}");
+    }
+}
