@@ -429,7 +429,7 @@ impl Config {
         if let Some(o) = self
             .allowed_origins
             .iter()
-            .find(|o| crate::api::origin::normalize(o).is_none())
+            .find(|o| crate::request_policy::normalize_origin(o).is_none())
         {
             return Err(err(format!(
                 "server.allowed_origins: `{o}` is not an origin; write scheme://host[:port] \

@@ -82,6 +82,24 @@ pub fn fit_max_tokens(
     }
 }
 
+/// `scheme://host[:port]` lowercased, with the scheme's default port dropped; `None` for anything else
+/// (`null`, paths, other schemes, user info). The rule of the Origin check and of the origins the config
+/// allows.
+pub fn normalize_origin(origin: &str) -> Option<String> {
+    let origin = origin.trim().to_ascii_lowercase();
+    let (scheme, rest) = origin.split_once("://")?;
+    let default_port = match scheme {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return None,
+    };
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+        return None;
+    }
+    let authority = rest.strip_suffix(default_port).unwrap_or(rest);
+    Some(format!("{scheme}://{authority}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +207,18 @@ mod tests {
                 prop_assert_eq!(fit_max_tokens(max_tokens, prompt_len, n_ctx, error_on_overflow), expected);
             }
         }
+    }
+
+    #[test]
+    fn normalize_keeps_only_scheme_host_port() {
+        assert_eq!(normalize_origin("http://A.b:80").as_deref(), Some("http://a.b"));
+        assert_eq!(
+            normalize_origin("https://a.b:8443").as_deref(),
+            Some("https://a.b:8443")
+        );
+        assert_eq!(normalize_origin("ftp://a.b"), None);
+        assert_eq!(normalize_origin("null"), None);
+        assert_eq!(normalize_origin("http://a.b/"), None);
+        assert_eq!(normalize_origin("http://u@a.b"), None);
     }
 }

@@ -17,6 +17,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
+use crate::request_policy::normalize_origin as normalize;
+
 use super::ApiError;
 
 /// The layer, built once from the configured extra origins; clones share the list.
@@ -63,23 +65,6 @@ impl OriginLayer {
             ))
         }
     }
-}
-
-/// `scheme://host[:port]` lowercased, with the scheme's default port dropped; `None` for anything else
-/// (`null`, paths, other schemes, user info).
-pub fn normalize(origin: &str) -> Option<String> {
-    let origin = origin.trim().to_ascii_lowercase();
-    let (scheme, rest) = origin.split_once("://")?;
-    let default_port = match scheme {
-        "http" => ":80",
-        "https" => ":443",
-        _ => return None,
-    };
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
-        return None;
-    }
-    let authority = rest.strip_suffix(default_port).unwrap_or(rest);
-    Some(format!("{scheme}://{authority}"))
 }
 
 impl<S> Layer<S> for OriginLayer {
@@ -174,18 +159,5 @@ mod tests {
             Some("http://app.example"),
             host
         ));
-    }
-
-    #[test]
-    fn normalize_keeps_only_scheme_host_port() {
-        assert_eq!(normalize("http://A.b:80").as_deref(), Some("http://a.b"));
-        assert_eq!(
-            normalize("https://a.b:8443").as_deref(),
-            Some("https://a.b:8443")
-        );
-        assert_eq!(normalize("ftp://a.b"), None);
-        assert_eq!(normalize("null"), None);
-        assert_eq!(normalize("http://a.b/"), None);
-        assert_eq!(normalize("http://u@a.b"), None);
     }
 }

@@ -15,6 +15,7 @@ mod fuzz_http;
 mod fuzz_strategies;
 mod hardening;
 mod identities;
+mod layers;
 mod model_files;
 mod openapi;
 mod origin;
