@@ -211,7 +211,10 @@ mod tests {
 
     #[test]
     fn normalize_keeps_only_scheme_host_port() {
-        assert_eq!(normalize_origin("http://A.b:80").as_deref(), Some("http://a.b"));
+        assert_eq!(
+            normalize_origin("http://A.b:80").as_deref(),
+            Some("http://a.b")
+        );
         assert_eq!(
             normalize_origin("https://a.b:8443").as_deref(),
             Some("https://a.b:8443")

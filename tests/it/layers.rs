@@ -65,25 +65,56 @@ fn names_http(line: &str) -> bool {
 #[test]
 fn the_engine_imports_nothing_of_the_rest_and_no_http() {
     let wrong = offending(&["engine"], |l| {
-        let outside = l.match_indices("crate::").any(|(i, _)| !l[i..].starts_with("crate::engine"));
+        let outside = l
+            .match_indices("crate::")
+            .any(|(i, _)| !l[i..].starts_with("crate::engine"));
         outside || names_http(l) || l.contains("reqwest")
     });
-    assert!(wrong.is_empty(), "the engine reaches out of its layer:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "the engine reaches out of its layer:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
 fn only_the_server_start_up_reaches_into_the_http_layer() {
     let outside_api = [
-        "bench.rs", "config.rs", "engine", "gguf", "input.rs", "merge_cmd.rs", "ratios.rs", "remote",
-        "report.rs", "request_policy.rs", "score_cmd.rs", "served", "shard.rs", "sigbus.rs",
+        "bench.rs",
+        "config.rs",
+        "engine",
+        "gguf",
+        "input.rs",
+        "merge_cmd.rs",
+        "ratios.rs",
+        "remote",
+        "report.rs",
+        "request_policy.rs",
+        "score_cmd.rs",
+        "served",
+        "shard.rs",
+        "sigbus.rs",
         "weights_report.rs",
     ];
-    let wrong = offending(&outside_api, |l| l.contains("crate::api") || l.contains("super::api"));
-    assert!(wrong.is_empty(), "a module below the HTTP layer imports it:\n{}", wrong.join("\n"));
+    let wrong = offending(&outside_api, |l| {
+        l.contains("crate::api") || l.contains("super::api")
+    });
+    assert!(
+        wrong.is_empty(),
+        "a module below the HTTP layer imports it:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
 fn the_policy_seam_and_the_report_are_free_of_the_http_framework() {
-    let wrong = offending(&["served", "report.rs", "ratios.rs", "score_cmd.rs"], names_http);
-    assert!(wrong.is_empty(), "HTTP framework types below the handlers:\n{}", wrong.join("\n"));
+    let wrong = offending(
+        &["served", "report.rs", "ratios.rs", "score_cmd.rs"],
+        names_http,
+    );
+    assert!(
+        wrong.is_empty(),
+        "HTTP framework types below the handlers:\n{}",
+        wrong.join("\n")
+    );
 }
