@@ -491,7 +491,7 @@ enum Validated {
 const PROVIDERS: &str = "llama_cpp, fireworks, openai, llama_scorer";
 
 fn validate_policy(name: &str, e: PolicyEntry, base: &Path) -> Result<Validated, ConfigError> {
-    let field = |f: &str, msg: String| err(format!("policies.{name}.{f}: {msg}"));
+    let field = |f: &str, msg: String| policy_field(name, f, msg);
     if name.is_empty() {
         return Err(err("policies: a policy name may not be empty"));
     }
@@ -595,58 +595,8 @@ fn validate_remote(
     e: PolicyEntry,
     temperature: f64,
 ) -> Result<RemotePolicySettings, ConfigError> {
-    let field = |f: &str, msg: String| err(format!("policies.{name}.{f}: {msg}"));
-    let local_only = [
-        ("n_ctx", e.n_ctx.is_some()),
-        ("n_gpu_layers", e.n_gpu_layers.is_some()),
-    ];
-    if let Some((f, _)) = local_only.iter().find(|(_, set)| *set) {
-        return Err(field(
-            f,
-            format!("applies to llama_cpp policies only; this policy is {provider}"),
-        ));
-    }
-    if provider == Provider::LlamaScorer {
-        for (f, set) in [
-            ("chat_template", e.chat_template.is_some()),
-            ("system_prompt", e.system_prompt.is_some()),
-        ] {
-            if set {
-                return Err(field(
-                    f,
-                    "a llama_scorer remote renders messages with its own policy's template and \
-                     system prompt; set it there"
-                        .into(),
-                ));
-            }
-        }
-    }
-    let default_env = match provider {
-        Provider::Fireworks => Some("FIREWORKS_API_KEY"),
-        Provider::Openai => Some("OPENAI_API_KEY"),
-        Provider::LlamaScorer => None,
-    };
-    let env_name = match e.api_key_env.as_deref() {
-        Some("") => None,
-        Some(n) => Some(n),
-        None => default_env,
-    };
-    let api_key = match env_name {
-        None => None,
-        Some(var) => match std::env::var(var) {
-            Ok(key) if !key.trim().is_empty() => Some(ApiKey::new(key.trim())),
-            _ => {
-                return Err(field(
-                    "api_key_env",
-                    format!(
-                        "the environment variable `{var}` holding the {provider} API key is not set \
-                         (set it, name another with `api_key_env`, or write `api_key_env: \"\"` for an \
-                         upstream without keys)"
-                    ),
-                ));
-            }
-        },
-    };
+    reject_local_only_fields(name, provider, &e)?;
+    let api_key = remote_api_key(name, provider, e.api_key_env.as_deref())?;
     let mut remote = RemoteSettings::new(name, provider, e.model);
     remote.base_url = e.base_url;
     remote.api_key = api_key;
@@ -659,17 +609,9 @@ fn validate_remote(
     if let Some(c) = e.max_concurrency {
         remote.max_concurrency = c;
     }
-    remote.validate().map_err(|m| {
-        // `remote policy `p`: base_url ...` → name the field the way the file does.
-        let m = m
-            .trim_start_matches(&format!("remote policy `{name}`: "))
-            .to_string();
-        let f = ["base_url", "model", "timeout", "max_concurrency"]
-            .into_iter()
-            .find(|f| m.contains(f))
-            .map_or("model", |f| if f == "timeout" { "timeout_secs" } else { f });
-        field(f, m)
-    })?;
+    remote
+        .validate()
+        .map_err(|m| remote_settings_error(name, &m))?;
     Ok(RemotePolicySettings {
         remote,
         temperature,
@@ -677,6 +619,95 @@ fn validate_remote(
         system_prompt: e.system_prompt,
         chat_template: e.chat_template,
     })
+}
+
+/// An error in field `f` of policy `name`, named as the file writes it.
+fn policy_field(name: &str, f: &str, msg: String) -> ConfigError {
+    err(format!("policies.{name}.{f}: {msg}"))
+}
+
+/// Fields a remote policy cannot honour, refused rather than silently ignored: the context and layers are
+/// the upstream's, and a llama_scorer upstream renders messages with its own template and system prompt.
+fn reject_local_only_fields(
+    name: &str,
+    provider: Provider,
+    e: &PolicyEntry,
+) -> Result<(), ConfigError> {
+    let local_only = [
+        ("n_ctx", e.n_ctx.is_some()),
+        ("n_gpu_layers", e.n_gpu_layers.is_some()),
+    ];
+    if let Some((f, _)) = local_only.iter().find(|(_, set)| *set) {
+        return Err(policy_field(
+            name,
+            f,
+            format!("applies to llama_cpp policies only; this policy is {provider}"),
+        ));
+    }
+    if provider == Provider::LlamaScorer {
+        for (f, set) in [
+            ("chat_template", e.chat_template.is_some()),
+            ("system_prompt", e.system_prompt.is_some()),
+        ] {
+            if set {
+                return Err(policy_field(
+                    name,
+                    f,
+                    "a llama_scorer remote renders messages with its own policy's template and \
+                     system prompt; set it there"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The key sent upstream, from `api_key_env` (else the provider's usual variable; `""` for none). Read
+/// at start-up so a missing key stops the server instead of failing every request.
+fn remote_api_key(
+    name: &str,
+    provider: Provider,
+    api_key_env: Option<&str>,
+) -> Result<Option<ApiKey>, ConfigError> {
+    let default_env = match provider {
+        Provider::Fireworks => Some("FIREWORKS_API_KEY"),
+        Provider::Openai => Some("OPENAI_API_KEY"),
+        Provider::LlamaScorer => None,
+    };
+    let env_name = match api_key_env {
+        Some("") => None,
+        Some(n) => Some(n),
+        None => default_env,
+    };
+    let Some(var) = env_name else {
+        return Ok(None);
+    };
+    match std::env::var(var) {
+        Ok(key) if !key.trim().is_empty() => Ok(Some(ApiKey::new(key.trim()))),
+        _ => Err(policy_field(
+            name,
+            "api_key_env",
+            format!(
+                "the environment variable `{var}` holding the {provider} API key is not set \
+                 (set it, name another with `api_key_env`, or write `api_key_env: \"\"` for an \
+                 upstream without keys)"
+            ),
+        )),
+    }
+}
+
+/// `RemoteSettings::validate`'s message (`remote policy `p`: base_url ...`) with the field named the way
+/// the file does.
+fn remote_settings_error(name: &str, m: &str) -> ConfigError {
+    let m = m
+        .trim_start_matches(&format!("remote policy `{name}`: "))
+        .to_string();
+    let f = ["base_url", "model", "timeout", "max_concurrency"]
+        .into_iter()
+        .find(|f| m.contains(f))
+        .map_or("model", |f| if f == "timeout" { "timeout_secs" } else { f });
+    policy_field(name, f, m)
 }
 
 #[cfg(test)]

@@ -139,67 +139,103 @@ fn read_shards(
 ) -> anyhow::Result<HashMap<Key, Record>> {
     let mut records: HashMap<Key, Record> = HashMap::new();
     for (file_index, path) in shards.iter().enumerate() {
-        let file =
-            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut reader = BufReader::new(file);
-        let mut buf = String::new();
-        let mut number = 0;
-        loop {
-            buf.clear();
-            if reader
-                .read_line(&mut buf)
-                .with_context(|| format!("cannot read {}", path.display()))?
-                == 0
-            {
-                break;
-            }
-            number += 1;
-            let place = format!("{}:{number}", path.display());
-            if buf.trim().is_empty() {
-                continue;
-            }
-            let value = match serde_json::from_str::<Value>(buf.trim_end()) {
-                Ok(Value::Object(m)) if buf.ends_with('\n') => m,
-                _ => {
-                    problems.add(
-                        "unreadable shard lines (a torn last line means an interrupted shard: rerun it to resume)",
-                        format!("{place}: not a complete JSON object line"),
-                    );
-                    continue;
-                }
-            };
-            let key = match key_of(&value) {
-                Ok(k) => k,
-                Err(why) => {
-                    problems.add("unreadable shard lines", format!("{place}: {why}"));
-                    continue;
-                }
-            };
-            let record = Record {
-                value,
-                origin: (file_index, number),
-                place,
-            };
-            match records.get(&key) {
-                None => {
-                    records.insert(key, record);
-                }
-                Some(kept) if kept.content() == record.content() => summary.duplicates += 1,
-                Some(kept) if kept.is_error() != record.is_error() => {
-                    summary.duplicates += 1;
-                    if kept.is_error() {
-                        records.insert(key, record);
-                    }
-                }
-                Some(kept) if kept.is_error() => summary.duplicates += 1,
-                Some(kept) => problems.add(
-                    "conflicting duplicates (one pair scored twice with different results)",
-                    format!("{key}: {} and {} differ", kept.place, record.place),
-                ),
-            }
-        }
+        read_shard(file_index, path, &mut records, problems, summary)?;
     }
     Ok(records)
+}
+
+/// Adds one shard file's records; a file that cannot be read stops the merge, a bad line is a problem
+/// reported with the others.
+fn read_shard(
+    file_index: usize,
+    path: &Path,
+    records: &mut HashMap<Key, Record>,
+    problems: &mut Problems,
+    summary: &mut MergeSummary,
+) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = BufReader::new(file);
+    let mut buf = String::new();
+    let mut number = 0;
+    loop {
+        buf.clear();
+        if reader
+            .read_line(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            == 0
+        {
+            return Ok(());
+        }
+        number += 1;
+        let place = format!("{}:{number}", path.display());
+        if buf.trim().is_empty() {
+            continue;
+        }
+        let Some((key, value)) = parse_record(&buf, &place, problems) else {
+            continue;
+        };
+        let record = Record {
+            value,
+            origin: (file_index, number),
+            place,
+        };
+        keep_record(records, key, record, problems, summary);
+    }
+}
+
+/// A shard line as a record and its key, or `None` with the problem noted: a line without its newline is
+/// torn (the shard was interrupted), one without a key is not a record `score` writes.
+fn parse_record(
+    line: &str,
+    place: &str,
+    problems: &mut Problems,
+) -> Option<(Key, Map<String, Value>)> {
+    let value = match serde_json::from_str::<Value>(line.trim_end()) {
+        Ok(Value::Object(m)) if line.ends_with('\n') => m,
+        _ => {
+            problems.add(
+                "unreadable shard lines (a torn last line means an interrupted shard: rerun it to resume)",
+                format!("{place}: not a complete JSON object line"),
+            );
+            return None;
+        }
+    };
+    match key_of(&value) {
+        Ok(key) => Some((key, value)),
+        Err(why) => {
+            problems.add("unreadable shard lines", format!("{place}: {why}"));
+            None
+        }
+    }
+}
+
+/// Keeps one record per key: an identical duplicate is dropped, a success replaces an error, and two
+/// different successes are a conflict.
+fn keep_record(
+    records: &mut HashMap<Key, Record>,
+    key: Key,
+    record: Record,
+    problems: &mut Problems,
+    summary: &mut MergeSummary,
+) {
+    match records.get(&key) {
+        None => {
+            records.insert(key, record);
+        }
+        Some(kept) if kept.content() == record.content() => summary.duplicates += 1,
+        Some(kept) if kept.is_error() != record.is_error() => {
+            summary.duplicates += 1;
+            if kept.is_error() {
+                records.insert(key, record);
+            }
+        }
+        Some(kept) if kept.is_error() => summary.duplicates += 1,
+        Some(kept) => problems.add(
+            "conflicting duplicates (one pair scored twice with different results)",
+            format!("{key}: {} and {} differ", kept.place, record.place),
+        ),
+    }
 }
 
 /// Checks that every policy's records carry one `system_fingerprint`; returns them.
@@ -322,6 +358,26 @@ fn expected_of(
 
 /// Runs the merge; on success the output holds every expected record in input order.
 pub fn run(args: &MergeArgs) -> anyhow::Result<MergeSummary> {
+    check_paths(args)?;
+    let mut summary = MergeSummary::default();
+    let mut problems = Problems::default();
+    let mut records = read_shards(&args.shards, &mut problems, &mut summary)?;
+    summary.fingerprints = check_fingerprints(&records, &mut problems);
+    let defaults = default_policies(args, &records, &mut summary);
+    let text = std::fs::read_to_string(&args.input)
+        .with_context(|| format!("cannot read {}", args.input.display()))?;
+    let out = in_input_order(&text, &defaults, &mut records, &mut problems);
+    report_unasked(&records, &mut problems);
+    problems.into_result()?;
+
+    summary.written = out.len();
+    summary.errors = out.iter().filter(|r| r.contains_key("error")).count();
+    write_atomically(&args.output, &out)?;
+    Ok(summary)
+}
+
+/// Refuses a call that could destroy its own input: no shards, or an output that is one of the inputs.
+fn check_paths(args: &MergeArgs) -> anyhow::Result<()> {
     let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
@@ -341,21 +397,47 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<MergeSummary> {
             p.display()
         );
     }
-    let mut summary = MergeSummary::default();
-    let mut problems = Problems::default();
-    let mut records = read_shards(&args.shards, &mut problems, &mut summary)?;
-    summary.fingerprints = check_fingerprints(&records, &mut problems);
-    let (defaults, defaults_ordered) = match &args.policies {
-        Some(p) => (p.clone(), true),
-        None => {
-            let found = policies_in(&records);
-            summary.inferred_policies = Some(found.clone());
-            (found, false)
-        }
-    };
+    Ok(())
+}
 
-    let text = std::fs::read_to_string(&args.input)
-        .with_context(|| format!("cannot read {}", args.input.display()))?;
+/// The policies of lines that name none.
+struct Defaults {
+    policies: Vec<String>,
+    /// Whether `policies` is the order `score` wrote them in (given by `--policies`); found ones are not,
+    /// so their records follow the shard files.
+    ordered: bool,
+}
+
+/// `--policies`, else the policies found in the shard files (noted in the summary, which says so).
+fn default_policies(
+    args: &MergeArgs,
+    records: &HashMap<Key, Record>,
+    summary: &mut MergeSummary,
+) -> Defaults {
+    match &args.policies {
+        Some(p) => Defaults {
+            policies: p.clone(),
+            ordered: true,
+        },
+        None => {
+            let found = policies_in(records);
+            summary.inferred_policies = Some(found.clone());
+            Defaults {
+                policies: found,
+                ordered: false,
+            }
+        }
+    }
+}
+
+/// Takes each input line's expected records out of `records`, in input order, noting unreadable lines,
+/// repeated ids and missing pairs.
+fn in_input_order(
+    text: &str,
+    defaults: &Defaults,
+    records: &mut HashMap<Key, Record>,
+    problems: &mut Problems,
+) -> Vec<Map<String, Value>> {
     let mut ids: HashMap<String, usize> = HashMap::new();
     let mut out: Vec<Map<String, Value>> = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -363,14 +445,14 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<MergeSummary> {
         if line.trim().is_empty() {
             continue;
         }
-        let (id, expected) = match expected_of(number, line, &defaults, defaults_ordered, &records)
-        {
-            Ok(e) => e,
-            Err(e) => {
-                problems.add("unreadable input lines", e);
-                continue;
-            }
-        };
+        let (id, expected) =
+            match expected_of(number, line, &defaults.policies, defaults.ordered, records) {
+                Ok(e) => e,
+                Err(e) => {
+                    problems.add("unreadable input lines", e);
+                    continue;
+                }
+            };
         if !id.is_empty()
             && let Some(first) = ids.insert(id.clone(), number)
         {
@@ -379,18 +461,32 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<MergeSummary> {
                 format!("id {id} on lines {first} and {number}"),
             );
         }
-        let mut found: Vec<Record> = Vec::new();
-        for key in expected.keys {
-            match records.remove(&key) {
-                Some(r) => found.push(r),
-                None => problems.add("missing pairs", key.to_string()),
-            }
-        }
-        if !expected.ordered {
-            found.sort_by_key(|r| r.origin);
-        }
-        out.extend(found.into_iter().map(|r| r.value));
+        out.extend(take_expected(expected, records, problems));
     }
+    out
+}
+
+/// One input line's records, in the order `score` writes them; a missing one is a problem.
+fn take_expected(
+    expected: Expected,
+    records: &mut HashMap<Key, Record>,
+    problems: &mut Problems,
+) -> Vec<Map<String, Value>> {
+    let mut found: Vec<Record> = Vec::new();
+    for key in expected.keys {
+        match records.remove(&key) {
+            Some(r) => found.push(r),
+            None => problems.add("missing pairs", key.to_string()),
+        }
+    }
+    if !expected.ordered {
+        found.sort_by_key(|r| r.origin);
+    }
+    found.into_iter().map(|r| r.value).collect()
+}
+
+/// Records left over once every input line took its own: the shards answer another question.
+fn report_unasked(records: &HashMap<Key, Record>, problems: &mut Problems) {
     let mut extra: Vec<&Record> = records.values().collect();
     extra.sort_by_key(|r| r.origin);
     for r in extra {
@@ -400,12 +496,6 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<MergeSummary> {
             format!("{}: {key}", r.place),
         );
     }
-    problems.into_result()?;
-
-    summary.written = out.len();
-    summary.errors = out.iter().filter(|r| r.contains_key("error")).count();
-    write_atomically(&args.output, &out)?;
-    Ok(summary)
 }
 
 /// Writes the records as JSONL to a temporary file beside `path`, then renames it over `path`.

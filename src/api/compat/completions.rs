@@ -4,20 +4,20 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::answer::{AnswerPlan, ChoiceFormat, ChunkHeader, answer};
 use super::choice::{self, ChoiceOutcome, chars_in};
-use super::params::LogprobsMode;
-use super::params::{StreamOptions, parse_with_sampling};
-use super::stream::ChoiceEvent;
-use super::{ChunkHeader, StreamPlan, local_or_forward, plan_choices, stream_response};
-use crate::api::{ApiError, AppState, new_id, unix_time};
+use super::params::{LogprobsMode, StreamOptions};
+use super::plan_choices;
+use super::request::{CompatRequest, LocalRequest, Opened, open};
+use super::stream::Delta;
+use crate::api::{ApiError, AppState};
 use crate::engine::PromptInput;
 use crate::engine::vocab::Vocabulary;
 
@@ -107,34 +107,63 @@ fn logprobs_value(
     Some(v.expect("logprobs serialize"))
 }
 
-fn choice_json(
-    vocab: &Vocabulary,
-    index: usize,
-    outcome: &ChoiceOutcome,
+/// Completions' choices: `text`, with logprobs in the shape asked for and, if asked, the token ids.
+struct CompletionChoices {
+    vocab: Arc<Vocabulary>,
     mode: LogprobsMode,
     echo_last: Option<usize>,
     return_token_ids: bool,
-) -> CompletionChoice {
-    let mut text = outcome.echo_text(vocab, echo_last);
-    // Without echo, offsets count from the start of the prompt text, as OpenAI's do.
-    let offset = if outcome.echo.is_some() {
-        0
-    } else {
-        outcome.prompt.tokens[..outcome.prompt.prompt_len]
-            .iter()
-            .map(|&t| chars_in(vocab.piece(t)))
-            .sum()
-    };
-    text.extend_from_slice(&outcome.text);
-    let lines = outcome.lines(echo_last);
-    CompletionChoice {
-        index,
-        text: String::from_utf8_lossy(&text).into_owned(),
-        logprobs: logprobs_value(vocab, mode, &lines, offset),
-        finish_reason: outcome.finish.as_str(),
-        prompt_token_ids: return_token_ids
-            .then(|| outcome.prompt.tokens[..outcome.prompt.prompt_len].to_vec()),
-        token_ids: return_token_ids.then(|| outcome.tokens.iter().map(|t| t.token).collect()),
+}
+
+impl ChoiceFormat for CompletionChoices {
+    const OBJECT: &'static str = "text_completion";
+    type Choice = CompletionChoice;
+
+    fn delta(&mut self, d: &Delta, lines: &[choice::Line<'_>]) -> Value {
+        let logprobs = if lines.is_empty() {
+            None
+        } else {
+            logprobs_value(&self.vocab, self.mode, lines, d.offset)
+        };
+        json!({"index": d.index, "text": d.text, "logprobs": logprobs,
+               "finish_reason": d.finish.map(|f| f.as_str())})
+    }
+
+    fn whole(&self, index: usize, outcome: &ChoiceOutcome) -> CompletionChoice {
+        let vocab = &self.vocab;
+        let echo_last = self.echo_last;
+        let mut text = outcome.echo_text(vocab, echo_last);
+        // Without echo, offsets count from the start of the prompt text, as OpenAI's do.
+        let offset = if outcome.echo.is_some() {
+            0
+        } else {
+            outcome.prompt.tokens[..outcome.prompt.prompt_len]
+                .iter()
+                .map(|&t| chars_in(vocab.piece(t)))
+                .sum()
+        };
+        text.extend_from_slice(&outcome.text);
+        let lines = outcome.lines(echo_last);
+        let ids = self.return_token_ids;
+        CompletionChoice {
+            index,
+            text: String::from_utf8_lossy(&text).into_owned(),
+            logprobs: logprobs_value(vocab, self.mode, &lines, offset),
+            finish_reason: outcome.finish.as_str(),
+            prompt_token_ids: ids
+                .then(|| outcome.prompt.tokens[..outcome.prompt.prompt_len].to_vec()),
+            token_ids: ids.then(|| outcome.tokens.iter().map(|t| t.token).collect()),
+        }
+    }
+}
+
+impl CompatRequest for CompletionRequest {
+    const ENDPOINT: &'static str = "completions";
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn stream(&self) -> bool {
+        self.stream
     }
 }
 
@@ -143,76 +172,35 @@ pub async fn completions(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body_bytes = body.as_ref().map_or(0, |b| b.len());
-    let raw = body.as_ref().ok().cloned();
-    let (req, sampling_fields) = parse_with_sampling::<CompletionRequest>(body)?;
-    let policy = match local_or_forward(&state, &req.model, "completions", raw, req.stream).await? {
-        Ok(local) => local,
-        Err(forwarded) => return Ok(forwarded),
+    let LocalRequest {
+        req,
+        sampling,
+        policy,
+        body_bytes,
+    } = match open::<CompletionRequest>(&state, body).await? {
+        Opened::Local(local) => local,
+        Opened::Forwarded(answer) => return Ok(answer),
     };
     let mode = LogprobsMode::for_completions(&req.logprobs, req.top_logprobs)?;
-    let sampling = sampling_fields.validate(&policy, 16)?;
+    let sampling = sampling.validate(&policy, 16)?;
     let inputs = prompts(&req.prompt)?;
     let echo = req.echo || req.echo_last.is_some();
     let echo_last = req.echo_last.map(|n| n as usize);
     let (plans, usage) =
         plan_choices(body_bytes, &policy, inputs, &sampling, echo, mode.top_k()).await?;
-    let header = ChunkHeader {
-        id: new_id("cmpl"),
-        object: "text_completion",
-        created: unix_time(),
-        model: req.model,
-        system_fingerprint: policy.system_fingerprint().to_string(),
+    let format = CompletionChoices {
+        vocab: policy.model.vocab.clone(),
+        mode,
+        echo_last,
+        return_token_ids: req.return_token_ids,
     };
-
-    if req.stream {
-        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-        let vocab = policy.model.vocab.clone();
-        let format = move |header: &ChunkHeader, event: ChoiceEvent| -> String {
-            match event {
-                ChoiceEvent::Delta(d) => {
-                    let lines: Vec<_> = d.lines.iter().map(|l| l.as_line()).collect();
-                    let logprobs = if lines.is_empty() {
-                        None
-                    } else {
-                        logprobs_value(&vocab, mode, &lines, d.offset)
-                    };
-                    header.chunk(
-                        json!([{"index": d.index, "text": d.text, "logprobs": logprobs,
-                                "finish_reason": d.finish.map(|f| f.as_str())}]),
-                        None,
-                    )
-                }
-                ChoiceEvent::Error(e) => e.body().to_string(),
-            }
-        };
-        let plan = StreamPlan {
-            policy,
-            plans,
-            echo_last,
-            usage,
-            include_usage,
-            header,
-        };
-        return Ok(stream_response(plan, format));
-    }
-
-    let outcomes = super::run_all(&policy, plans).await?;
-    let vocab = &policy.model.vocab;
-    let choices: Vec<CompletionChoice> = outcomes
-        .iter()
-        .enumerate()
-        .map(|(i, o)| choice_json(vocab, i, o, mode, echo_last, req.return_token_ids))
-        .collect();
-    let usage = usage.with_completions(&outcomes);
-    Ok(Json(json!({
-        "id": header.id,
-        "object": header.object,
-        "created": header.created,
-        "model": header.model,
-        "system_fingerprint": header.system_fingerprint,
-        "choices": choices,
-        "usage": usage,
-    }))
-    .into_response())
+    let plan = AnswerPlan {
+        header: ChunkHeader::new("cmpl", CompletionChoices::OBJECT, req.model, &policy),
+        policy,
+        plans,
+        echo_last,
+        usage,
+        include_usage: req.stream_options.is_some_and(|o| o.include_usage),
+    };
+    answer(plan, req.stream, format).await
 }

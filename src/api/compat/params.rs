@@ -13,6 +13,7 @@ use crate::api::ApiError;
 use crate::api::json::parse_object;
 use crate::engine::Policy;
 use crate::engine::generate::GenerateOptions;
+use crate::engine::vocab::TokenId;
 use crate::input::{fields_of, from_object, reject_unknown};
 use crate::request_policy::{
     COMPAT_TEMPERATURE_RANGE, MAX_CHAT_TOP_LOGPROBS, MAX_LEGACY_LOGPROBS, check_range,
@@ -86,18 +87,56 @@ pub struct Validated {
 
 impl Sampling {
     /// Checks every field; `default_max_tokens` is the endpoint's default (OpenAI: 16 for completions).
+    /// Fields are checked in a fixed order, so a body wrong in several ways always names the same one.
     pub fn validate(
         &self,
         policy: &Policy,
         default_max_tokens: u32,
     ) -> Result<Validated, ApiError> {
+        let temperature = self.temperature(policy)?;
+        let Truncation {
+            top_p,
+            top_k,
+            min_p,
+        } = self.truncation()?;
+        let n = self.n()?;
+        let stop = self.stop_strings()?;
+        let Penalties {
+            repetition,
+            frequency,
+            presence,
+        } = self.penalties()?;
+        let logit_bias = self.logit_bias(policy)?;
+        let max_tokens = self.max_tokens.or(self.max_completion_tokens);
+        let error_on_overflow = self.error_on_overflow(max_tokens.is_some())?;
+        Ok(Validated {
+            options: GenerateOptions {
+                max_tokens: max_tokens.unwrap_or(default_max_tokens) as usize,
+                temperature,
+                top_p,
+                top_k,
+                min_p,
+                seed: fold_seed(self.seed.or(policy.seed).unwrap_or_else(random_seed)),
+                stop,
+                repetition_penalty: repetition,
+                frequency_penalty: frequency,
+                presence_penalty: presence,
+                logit_bias,
+            },
+            n: n as usize,
+            error_on_overflow,
+        })
+    }
+
+    /// The request's temperature, else the policy's: the compatibility API allows OpenAI's wider range.
+    fn temperature(&self, policy: &Policy) -> Result<f64, ApiError> {
         let (lo, hi) = COMPAT_TEMPERATURE_RANGE;
-        let temperature = range(
-            "temperature",
-            self.temperature.unwrap_or(policy.temperature),
-            lo,
-            hi,
-        )?;
+        let t = self.temperature.unwrap_or(policy.temperature);
+        range("temperature", t, lo, hi)
+    }
+
+    /// The sampler's cuts of the distribution; each default leaves it whole.
+    fn truncation(&self) -> Result<Truncation, ApiError> {
         let top_p = range("top_p", self.top_p.unwrap_or(1.0), 0.0, 1.0)?;
         if top_p == 0.0 {
             return Err(ApiError::invalid("top_p", "must be greater than 0"));
@@ -110,6 +149,15 @@ impl Sampling {
             ));
         }
         let min_p = range("min_p", self.min_p.unwrap_or(0.0), 0.0, 1.0)?;
+        Ok(Truncation {
+            top_p,
+            top_k: top_k as i32,
+            min_p,
+        })
+    }
+
+    /// Choices per prompt, bounded so one request cannot queue unbounded work.
+    fn n(&self) -> Result<u32, ApiError> {
         let n = self.n.unwrap_or(1);
         if !(1..=MAX_N).contains(&n) {
             return Err(ApiError::invalid(
@@ -117,6 +165,11 @@ impl Sampling {
                 format!("must be between 1 and {MAX_N}, got {n}"),
             ));
         }
+        Ok(n)
+    }
+
+    /// `stop` as a list; an empty string would stop every generation at once, so it is refused.
+    fn stop_strings(&self) -> Result<Vec<String>, ApiError> {
         let stop = match &self.stop {
             None => Vec::new(),
             Some(Stop::One(s)) => vec![s.clone()],
@@ -131,30 +184,34 @@ impl Sampling {
         if stop.iter().any(String::is_empty) {
             return Err(ApiError::invalid("stop", "stop strings must not be empty"));
         }
-        let repetition_penalty = range(
+        Ok(stop)
+    }
+
+    /// The repetition penalties (llama.cpp's multiplicative one, OpenAI's two additive ones).
+    fn penalties(&self) -> Result<Penalties, ApiError> {
+        let repetition = range(
             "repetition_penalty",
             self.repetition_penalty.unwrap_or(1.0),
             0.0,
             10.0,
         )?;
-        if repetition_penalty == 0.0 {
+        if repetition == 0.0 {
             return Err(ApiError::invalid(
                 "repetition_penalty",
                 "must be greater than 0",
             ));
         }
-        let frequency_penalty = range(
-            "frequency_penalty",
-            self.frequency_penalty.unwrap_or(0.0),
-            -2.0,
-            2.0,
-        )?;
-        let presence_penalty = range(
-            "presence_penalty",
-            self.presence_penalty.unwrap_or(0.0),
-            -2.0,
-            2.0,
-        )?;
+        let additive = |field: &str, v: Option<f64>| range(field, v.unwrap_or(0.0), -2.0, 2.0);
+        Ok(Penalties {
+            repetition,
+            frequency: additive("frequency_penalty", self.frequency_penalty)?,
+            presence: additive("presence_penalty", self.presence_penalty)?,
+        })
+    }
+
+    /// `logit_bias` keyed by token id (JSON keys are strings), each id checked against the policy's
+    /// vocabulary; sorted so equal requests give equal options.
+    fn logit_bias(&self, policy: &Policy) -> Result<Vec<(TokenId, f32)>, ApiError> {
         let mut logit_bias = Vec::new();
         for (key, &bias) in self.logit_bias.iter().flatten() {
             let field = format!("logit_bias.{key}");
@@ -169,36 +226,36 @@ impl Sampling {
             logit_bias.push((id, range(&field, bias, -100.0, 100.0)? as f32));
         }
         logit_bias.sort_by_key(|&(id, _)| id);
-        let max_tokens = self.max_tokens.or(self.max_completion_tokens);
-        let error_on_overflow = match self.context_length_exceeded_behavior.as_deref() {
-            None | Some("truncate") => false,
-            // Only a max_tokens the client chose can be in error; a default just fills the context.
-            Some("error") => max_tokens.is_some(),
-            Some(other) => {
-                return Err(ApiError::invalid(
-                    "context_length_exceeded_behavior",
-                    format!("must be `truncate` or `error`, got `{other}`"),
-                ));
-            }
-        };
-        Ok(Validated {
-            options: GenerateOptions {
-                max_tokens: max_tokens.unwrap_or(default_max_tokens) as usize,
-                temperature,
-                top_p,
-                top_k: top_k as i32,
-                min_p,
-                seed: fold_seed(self.seed.or(policy.seed).unwrap_or_else(random_seed)),
-                stop,
-                repetition_penalty,
-                frequency_penalty,
-                presence_penalty,
-                logit_bias,
-            },
-            n: n as usize,
-            error_on_overflow,
-        })
+        Ok(logit_bias)
     }
+
+    /// Fireworks' `context_length_exceeded_behavior`: whether an over-long request is refused rather
+    /// than having its `max_tokens` shrunk.
+    fn error_on_overflow(&self, max_tokens_given: bool) -> Result<bool, ApiError> {
+        match self.context_length_exceeded_behavior.as_deref() {
+            None | Some("truncate") => Ok(false),
+            // Only a max_tokens the client chose can be in error; a default just fills the context.
+            Some("error") => Ok(max_tokens_given),
+            Some(other) => Err(ApiError::invalid(
+                "context_length_exceeded_behavior",
+                format!("must be `truncate` or `error`, got `{other}`"),
+            )),
+        }
+    }
+}
+
+/// `top_p`, `top_k` and `min_p`, checked.
+struct Truncation {
+    top_p: f64,
+    top_k: i32,
+    min_p: f64,
+}
+
+/// The three penalties, checked.
+struct Penalties {
+    repetition: f64,
+    frequency: f64,
+    presence: f64,
 }
 
 /// A seed for requests that give none (and whose policy sets none): different each time, as OpenAI's.

@@ -9,11 +9,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
-use super::choice::{self, ChoicePlan, chars_in};
+use super::choice::{self, ChoiceOutcome, ChoicePlan, chars_in};
 use crate::api::ApiError;
 use crate::engine::generate::{FinishReason, GenEvent};
-use crate::engine::vocab::TokenId;
-use crate::engine::{Policy, TokenScore};
+use crate::engine::vocab::{TokenId, Vocabulary};
+use crate::engine::{Policy, PreparedItem, TokenScore};
 
 /// A token of a streamed delta, owning its score.
 pub struct OwnedLine {
@@ -109,6 +109,7 @@ pub async fn run_choice(
     }
 }
 
+/// The choice's work, with every failure (including a client gone) left for [`run_choice`] to report.
 async fn run_choice_inner(
     policy: &Policy,
     plan: ChoicePlan,
@@ -116,28 +117,16 @@ async fn run_choice_inner(
     echo_last: Option<usize>,
     tx: &mpsc::Sender<ChoiceEvent>,
 ) -> Result<usize, ApiError> {
-    let gone = || ApiError::from(crate::engine::ScoreError::Unavailable("client gone".into()));
-    let vocab = policy.model.vocab.clone();
     let send = |d: Delta| async { tx.send(ChoiceEvent::Delta(d)).await.map_err(|_| gone()) };
     let Some(options) = plan.generate.clone() else {
         // Score only: one delta with the echo (if any) and the finish.
         let outcome = choice::run(policy, plan).await?;
-        let lines = outcome
-            .lines(echo_last)
-            .into_iter()
-            .map(|l| OwnedLine {
-                token: l.token,
-                score: l.score.cloned(),
-            })
-            .collect();
-        let text = String::from_utf8_lossy(&outcome.echo_text(&vocab, echo_last)).into_owned();
-        send(Delta {
+        send(score_only_delta(
+            &policy.model.vocab,
+            &outcome,
             index,
-            text,
-            lines,
-            offset: 0,
-            finish: Some(outcome.finish),
-        })
+            echo_last,
+        ))
         .await?;
         return Ok(0);
     };
@@ -146,68 +135,135 @@ async fn run_choice_inner(
     let mut rx = policy
         .generate(plan.prompt, options, plan.echo, plan.top_logprobs)
         .await?;
-    let mut held = Holdback {
-        text: Vec::new(),
-        sent: 0,
-        stops,
+    let mut deltas = Deltas {
+        vocab: &policy.model.vocab,
+        index,
+        offset: 0,
+        held: Holdback {
+            text: Vec::new(),
+            sent: 0,
+            stops,
+        },
     };
-    let mut offset = 0usize;
     let mut sampled = 0usize;
     while let Some(event) = rx.recv().await {
         match event {
-            GenEvent::Prompt(scores) => {
-                let mut lines = Vec::new();
-                let mut text = Vec::new();
-                for i in choice::echoed(&prompt, echo_last) {
-                    let token = prompt.tokens[i];
-                    text.extend_from_slice(vocab.piece(token));
-                    let score = (i > 0).then(|| scores[i - 1].clone());
-                    lines.push(OwnedLine { token, score });
-                }
-                let chars = chars_in(&text);
-                send(Delta {
-                    index,
-                    text: String::from_utf8_lossy(&text).into_owned(),
-                    lines,
-                    offset,
-                    finish: None,
-                })
-                .await?;
-                offset += chars;
-            }
+            GenEvent::Prompt(scores) => send(deltas.echo(&prompt, &scores, echo_last)).await?,
             GenEvent::Token(t) => {
                 sampled += 1;
-                let piece = vocab.piece(t.token);
-                held.text.extend_from_slice(piece);
-                let chars = chars_in(piece);
-                send(Delta {
-                    index,
-                    text: held.release(),
-                    lines: vec![OwnedLine {
-                        token: t.token,
-                        score: Some(t),
-                    }],
-                    offset,
-                    finish: None,
-                })
-                .await?;
-                offset += chars;
+                send(deltas.token(t)).await?;
             }
             GenEvent::Done { reason, text_len } => {
-                send(Delta {
-                    index,
-                    text: held.finish(text_len),
-                    lines: Vec::new(),
-                    offset,
-                    finish: Some(reason),
-                })
-                .await?;
+                send(deltas.done(reason, text_len)).await?;
                 return Ok(sampled);
             }
             GenEvent::Error(e) => return Err(e.into()),
         }
     }
     Err(gone())
+}
+
+/// Why a choice stops when its receiver is gone (the client left) or its generation ended unreported.
+fn gone() -> ApiError {
+    ApiError::from(crate::engine::ScoreError::Unavailable("client gone".into()))
+}
+
+/// A score-only choice's one delta: the echo (if any) with its scores, and the finish.
+fn score_only_delta(
+    vocab: &Vocabulary,
+    outcome: &ChoiceOutcome,
+    index: usize,
+    echo_last: Option<usize>,
+) -> Delta {
+    let lines = outcome
+        .lines(echo_last)
+        .into_iter()
+        .map(|l| OwnedLine {
+            token: l.token,
+            score: l.score.cloned(),
+        })
+        .collect();
+    let text = String::from_utf8_lossy(&outcome.echo_text(vocab, echo_last)).into_owned();
+    Delta {
+        index,
+        text,
+        lines,
+        offset: 0,
+        finish: Some(outcome.finish),
+    }
+}
+
+/// A generating choice's deltas, in order: each carries the character offset its text starts at.
+struct Deltas<'a> {
+    vocab: &'a Vocabulary,
+    index: usize,
+    /// Characters of the choice's text covered by the deltas so far.
+    offset: usize,
+    held: Holdback,
+}
+
+impl Deltas<'_> {
+    /// The echoed prompt tokens with their scores (the first token of the prompt has none).
+    fn echo(
+        &mut self,
+        prompt: &PreparedItem,
+        scores: &[TokenScore],
+        echo_last: Option<usize>,
+    ) -> Delta {
+        let mut lines = Vec::new();
+        let mut text = Vec::new();
+        for i in choice::echoed(prompt, echo_last) {
+            let token = prompt.tokens[i];
+            text.extend_from_slice(self.vocab.piece(token));
+            let score = (i > 0).then(|| scores[i - 1].clone());
+            lines.push(OwnedLine { token, score });
+        }
+        let chars = chars_in(&text);
+        self.next(
+            String::from_utf8_lossy(&text).into_owned(),
+            lines,
+            chars,
+            None,
+        )
+    }
+
+    /// A sampled token, with as much of the text as can be sent safely now.
+    fn token(&mut self, t: TokenScore) -> Delta {
+        let piece = self.vocab.piece(t.token);
+        self.held.text.extend_from_slice(piece);
+        let chars = chars_in(piece);
+        let text = self.held.release();
+        let lines = vec![OwnedLine {
+            token: t.token,
+            score: Some(t),
+        }];
+        self.next(text, lines, chars, None)
+    }
+
+    /// The end: the rest of the kept text, and why generation stopped.
+    fn done(&mut self, reason: FinishReason, text_len: usize) -> Delta {
+        let text = self.held.finish(text_len);
+        self.next(text, Vec::new(), 0, Some(reason))
+    }
+
+    /// A delta at the current offset, moving the offset past the `chars` its tokens cover.
+    fn next(
+        &mut self,
+        text: String,
+        lines: Vec<OwnedLine>,
+        chars: usize,
+        finish: Option<FinishReason>,
+    ) -> Delta {
+        let offset = self.offset;
+        self.offset += chars;
+        Delta {
+            index: self.index,
+            text,
+            lines,
+            offset,
+            finish,
+        }
+    }
 }
 
 /// Turns pre-serialized JSON chunks into an SSE response ending with `data: [DONE]`.
