@@ -1,4 +1,4 @@
-//! Command line: `llama-scorer serve` starts the HTTP service.
+//! Command line: `llama-scorer serve | score | merge | bench-engine | devices` (see [`cli`]).
 
 mod cli;
 
