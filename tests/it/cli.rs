@@ -177,19 +177,7 @@ fn the_example_arena_config_serves_its_policies() {
     let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/arena.yaml");
     // The example's port may be taken: `start` overrides it with a free one.
     let s = start(&cfg);
-    let models: serde_json::Value = client()
-        .get(format!("{}/v1/models", s.base))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let ids: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["p0", "pi_clone", "pi_bad"]);
+    assert_eq!(model_ids(&s.base), ["p0", "pi_clone", "pi_bad"]);
     let msgs = json!([{"role": "user", "content": "Name a colour."}]);
     let score = |model: &str| {
         let (status, v) = post_to(
@@ -276,20 +264,7 @@ fn the_score_command_scores_every_pair_records_errors_and_resumes() {
     std::fs::write(&input, lines.join("\n")).unwrap();
     let output = dir.path().join("out.jsonl");
     let run = || {
-        let out = binary()
-            .args(["score", "--no-progress", "--threads", "2", "--config"])
-            .arg(&cfg)
-            .arg("--input")
-            .arg(&input)
-            .arg("--output")
-            .arg(&output)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&score_run(&cfg, &input, &output, &[]));
         std::fs::read_to_string(&output).unwrap()
     };
     let full = run();

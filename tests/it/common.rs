@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 use std::time::Instant;
@@ -308,4 +308,41 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+/// `llama-scorer score --no-progress --threads 2 --config … --input … --output …` plus `extra`, run to its end.
+pub fn score_run(config: &Path, input: &Path, output: &Path, extra: &[&str]) -> Output {
+    binary()
+        .args(["score", "--no-progress", "--threads", "2", "--config"])
+        .arg(config)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// A command's stderr, failing the test with it unless the command succeeded.
+pub fn succeeded(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+/// The policy ids `/v1/models` lists, in its order.
+pub fn model_ids(base: &str) -> Vec<String> {
+    let models: Value = client()
+        .get(format!("{base}/v1/models"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
 }

@@ -1,8 +1,6 @@
 //! Where models run: `/ready` names a device per model, consistent with the devices llama.cpp found
 //! (CPU on a machine without a GPU, as CI is); `llama-scorer devices` lists them.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 use crate::common::*;
@@ -44,15 +42,8 @@ fn ready_reports_a_device_per_model() {
 
 #[test]
 fn devices_command_lists_the_cpu() {
-    let out = Command::new(env!("CARGO_BIN_EXE_llama-scorer"))
-        .arg("devices")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = binary().arg("devices").output().unwrap();
+    succeeded(&out);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["dynamic_backends"], cfg!(feature = "dynamic-backends"));
     assert!(

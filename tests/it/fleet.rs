@@ -27,25 +27,6 @@ struct Runs {
     shards: Vec<PathBuf>,
 }
 
-fn score(config: &Path, input: &Path, output: &Path, extra: &[&str]) -> Output {
-    binary()
-        .args(["score", "--no-progress", "--threads", "2", "--config"])
-        .arg(config)
-        .arg("--input")
-        .arg(input)
-        .arg("--output")
-        .arg(output)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
-fn succeeded(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stderr}");
-    stderr
-}
-
 fn records(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -114,12 +95,12 @@ fn runs() -> &'static Runs {
         let input = dir.path().join("input.jsonl");
         std::fs::write(&input, lines.join("\n") + "\n").unwrap();
         let single_path = dir.path().join("single.jsonl");
-        succeeded(&score(&config, &input, &single_path, &[]));
+        succeeded(&score_run(&config, &input, &single_path, &[]));
         let shards: Vec<PathBuf> = (0..SHARDS)
             .map(|k| {
                 let out = dir.path().join(format!("part-{k}.jsonl"));
                 let spec = format!("{k}/{SHARDS}");
-                succeeded(&score(&config, &input, &out, &["--shard", &spec]));
+                succeeded(&score_run(&config, &input, &out, &["--shard", &spec]));
                 out
             })
             .collect();
@@ -214,14 +195,14 @@ fn a_shard_resumes_where_it_stopped() {
     // A complete shard: the rerun scores nothing and leaves the file as it was.
     let copy = dir.path().join("part.jsonl");
     std::fs::write(&copy, &full).unwrap();
-    let stderr = succeeded(&score(&r.config, &r.input, &copy, &["--shard", &spec]));
+    let stderr = succeeded(&score_run(&r.config, &r.input, &copy, &["--shard", &spec]));
     assert!(stderr.contains("scored 0 (id, policy) pairs"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&copy).unwrap(), full);
     // An interrupted shard (half its lines and a torn one): the rerun completes it exactly.
     let lines: Vec<&str> = full.lines().collect();
     let half = lines[..lines.len() / 2].join("\n");
     std::fs::write(&copy, format!("{half}\n{{\"id\": \"ite")).unwrap();
-    succeeded(&score(&r.config, &r.input, &copy, &["--shard", &spec]));
+    succeeded(&score_run(&r.config, &r.input, &copy, &["--shard", &spec]));
     assert_eq!(records(&copy), records(&r.shards[k]));
 }
 

@@ -10,8 +10,8 @@ use std::process::Stdio;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Running, binary, client, free_port, post_to, ready, serve_on, serve_with, smol_path,
-    write_config,
+    Running, binary, client, free_port, model_ids, post_to, ready, score_run, serve_on, serve_with,
+    smol_path, write_config,
 };
 
 /// The key the front sends upstream; it must never show in what the front says.
@@ -84,19 +84,7 @@ fn remote_policies_answer_as_their_upstreams_do() {
     let base = &front.base;
 
     // Every policy is listed, in the file's order.
-    let models: Value = client()
-        .get(format!("{base}/v1/models"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let ids: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["local", "nat", "fw", "oa"]);
+    assert_eq!(model_ids(base), ["local", "nat", "fw", "oa"]);
 
     // llama_scorer: the upstream's own answer, bit for bit, and the front's local policy on the same file
     // gives the same bits in this other process.
@@ -342,17 +330,7 @@ fn score_mixes_local_and_remote_policies_and_resumes_after_an_outage() {
     )
     .unwrap();
     let output = dir.path().join("out.jsonl");
-    let score = || {
-        binary()
-            .args(["score", "--no-progress", "--threads", "2", "--config"])
-            .arg(&config)
-            .arg("--input")
-            .arg(&input)
-            .arg("--output")
-            .arg(&output)
-            .output()
-            .unwrap()
-    };
+    let score = || score_run(&config, &input, &output, &[]);
     let lines = || -> Vec<Value> {
         std::fs::read_to_string(&output)
             .unwrap_or_default()

@@ -4,7 +4,9 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Running, gemma_path, post_to, smol_path, start, write_config};
+use crate::common::{
+    Running, gemma_path, post_to, score_run, smol_path, start, succeeded, write_config,
+};
 
 fn server(dir: &std::path::Path) -> Running {
     let yaml = format!(
@@ -175,19 +177,8 @@ fn score_with_a_base_writes_ratios_and_a_weights_summary_across_resumes() {
     ];
     let run = |n: usize| {
         std::fs::write(&input, all_lines[..n].join("\n") + "\n").unwrap();
-        let out = crate::common::binary()
-            .args(["score", "--no-progress", "--threads", "2", "--base", "p0"])
-            .args(["--policies", "pi_clone,pi_hot", "--config"])
-            .arg(&config)
-            .arg("--input")
-            .arg(&input)
-            .arg("--output")
-            .arg(&output)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        stderr
+        let extra = ["--base", "p0", "--policies", "pi_clone,pi_hot"];
+        succeeded(&score_run(&config, &input, &output, &extra))
     };
     run(2);
     let stderr = run(4);
@@ -350,28 +341,12 @@ fn policies_sharing_a_model_share_each_decode_and_keep_their_bits() {
         })
         .collect();
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
-    let out = crate::common::binary()
-        .args([
-            "score",
-            "--no-progress",
-            "--threads",
-            "2",
-            "--policies",
-            "p0,pi_hot,pi_sys",
-            "--config",
-        ])
-        .arg(&uncached)
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&score_run(
+        &uncached,
+        &input,
+        &output,
+        &["--policies", "p0,pi_hot,pi_sys"],
+    ));
     let written: Vec<Value> = std::fs::read_to_string(&output)
         .unwrap()
         .lines()
