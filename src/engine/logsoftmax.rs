@@ -63,46 +63,73 @@ pub struct NonFiniteLogits;
 
 /// Computes the row statistics. Deterministic for a given row (see the module docs).
 pub fn row_stats(row: &[f32], t: &Temperature) -> Result<RowStats, NonFiniteLogits> {
+    let mut one = row_stats_at(row, std::slice::from_ref(t))?;
+    Ok(one.remove(0))
+}
+
+/// [`row_stats`] at each of `temperatures` (one result each, in order), with the maximum and the T = 1 sum
+/// computed once: each result has the bits `row_stats` gives it alone (the same passes on the same row).
+pub fn row_stats_at(
+    row: &[f32],
+    temperatures: &[Temperature],
+) -> Result<Vec<RowStats>, NonFiniteLogits> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { row_stats_avx2(row, t) };
+            return unsafe { row_stats_avx2(row, temperatures) };
         }
     }
-    row_stats_portable(row, t)
+    row_stats_portable(row, temperatures)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn row_stats_avx2(row: &[f32], t: &Temperature) -> Result<RowStats, NonFiniteLogits> {
-    row_stats_impl(row, t)
+unsafe fn row_stats_avx2(
+    row: &[f32],
+    temperatures: &[Temperature],
+) -> Result<Vec<RowStats>, NonFiniteLogits> {
+    row_stats_impl(row, temperatures)
 }
 
-fn row_stats_portable(row: &[f32], t: &Temperature) -> Result<RowStats, NonFiniteLogits> {
-    row_stats_impl(row, t)
+fn row_stats_portable(
+    row: &[f32],
+    temperatures: &[Temperature],
+) -> Result<Vec<RowStats>, NonFiniteLogits> {
+    row_stats_impl(row, temperatures)
 }
 
 #[inline(always)]
-fn row_stats_impl(row: &[f32], t: &Temperature) -> Result<RowStats, NonFiniteLogits> {
+fn row_stats_impl(
+    row: &[f32],
+    temperatures: &[Temperature],
+) -> Result<Vec<RowStats>, NonFiniteLogits> {
     let max = max_f32(row);
     if !max.is_finite() {
         return Err(NonFiniteLogits);
     }
     let log_sum = sum_exp(row, max, 1.0).ln();
-    let log_sum_scaled = if t.is_one() {
-        log_sum
-    } else {
-        sum_exp(row, max, t.inv_f32).ln()
-    };
-    if !log_sum.is_finite() || !log_sum_scaled.is_finite() {
+    if !log_sum.is_finite() {
         return Err(NonFiniteLogits);
     }
-    Ok(RowStats {
-        max,
-        log_sum,
-        log_sum_scaled,
-    })
+    temperatures
+        .iter()
+        .map(|t| {
+            let log_sum_scaled = if t.is_one() {
+                log_sum
+            } else {
+                sum_exp(row, max, t.inv_f32).ln()
+            };
+            if !log_sum_scaled.is_finite() {
+                return Err(NonFiniteLogits);
+            }
+            Ok(RowStats {
+                max,
+                log_sum,
+                log_sum_scaled,
+            })
+        })
+        .collect()
 }
 
 #[inline(always)]
@@ -292,10 +319,29 @@ mod tests {
         let row = pseudo_row(262_147, 7);
         let t = Temperature::new(0.7);
         let a = row_stats(&row, &t).unwrap();
-        let b = row_stats_portable(&row, &t).unwrap();
+        let b = row_stats_portable(&row, std::slice::from_ref(&t)).unwrap()[0];
         assert_eq!(a.max.to_bits(), b.max.to_bits());
         assert_eq!(a.log_sum.to_bits(), b.log_sum.to_bits());
         assert_eq!(a.log_sum_scaled.to_bits(), b.log_sum_scaled.to_bits());
+    }
+
+    #[test]
+    fn several_temperatures_at_once_equal_each_alone() {
+        let row = pseudo_row(49_152, 11);
+        let ts: Vec<Temperature> = [0.5, 1.0, 1.5, 0.5]
+            .into_iter()
+            .map(Temperature::new)
+            .collect();
+        let together = row_stats_at(&row, &ts).unwrap();
+        assert_eq!(together.len(), ts.len());
+        for (t, s) in ts.iter().zip(&together) {
+            let alone = row_stats(&row, t).unwrap();
+            assert_eq!(s.max.to_bits(), alone.max.to_bits());
+            assert_eq!(s.log_sum.to_bits(), alone.log_sum.to_bits());
+            assert_eq!(s.log_sum_scaled.to_bits(), alone.log_sum_scaled.to_bits());
+        }
+        // Not vacuous: the temperatures give different scaled sums.
+        assert_ne!(together[0].log_sum_scaled, together[2].log_sum_scaled);
     }
 
     #[test]

@@ -180,9 +180,9 @@ fn per_temperature(
         .collect()
 }
 
-/// Scores one position at each temperature (one result per temperature, in order): the top alternatives
-/// are found once (their order does not depend on the temperature), the statistics are per temperature, each
-/// by the same function on the same row as a job of its own would run, so each result has that job's bits.
+/// Scores one position at each temperature (one result per temperature, in order): the top alternatives,
+/// the row's maximum and its T = 1 sum are computed once (none depends on the temperature), the scaled sum
+/// per temperature — the same passes on the same row as a job of its own, so each result has that job's bits.
 fn score_row_at(
     row: &[f32],
     token: TokenId,
@@ -190,11 +190,12 @@ fn score_row_at(
     top_k: usize,
 ) -> Result<Vec<TokenScore>, ScoreError> {
     let top = logsoftmax::top_k(row, top_k);
+    let stats = logsoftmax::row_stats_at(row, temperatures)
+        .map_err(|e| ScoreError::Internal(e.to_string()))?;
     temperatures
         .iter()
-        .map(|temperature| {
-            let stats = logsoftmax::row_stats(row, temperature)
-                .map_err(|e| ScoreError::Internal(e.to_string()))?;
+        .zip(stats)
+        .map(|(temperature, stats)| {
             let (logprob, sampling_logprob) =
                 logsoftmax::token_logprobs(row[token as usize], &stats, temperature);
             let top = top
