@@ -1,5 +1,6 @@
 //! Integration tests: the real llama.cpp engine on the real GGUF test models, over real HTTP.
 
+mod attack;
 mod boundary;
 mod cache;
 mod cli;
