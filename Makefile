@@ -25,7 +25,8 @@ DIST ?= target/dist
 
 .PHONY: all deps deps-test models build serve test test-rust test-python lint bench clean-venv \
 	lint-docker lint-k8s lint-deploy lint-shell docker-steps dist-dynamic gpu-kit ci-docker docker-test \
-	docker-test-if-engine fresh-machine-check soak fuzz
+	docker-test-if-engine fresh-machine-check soak fuzz \
+	cuda-image
 
 all: build
 
@@ -182,3 +183,9 @@ docker-test-if-engine: models build $(VENV)/.installed
 ## a bare checkout until the default model scores. ~10 min (cold llama.cpp build); not part of `make test`.
 fresh-machine-check:
 	scripts/fresh-machine-check.sh
+
+## llama-scorer:cuda from docker/Dockerfile.cuda for CUDA_ARCHITECTURES (default 90), FROM local bases of Debian's
+## CUDA 11.8 toolkit where no nvidia/cuda image can be pulled; DIST=dir also copies the portable tree out.
+## Long (nvcc on 2 cores): not part of `make test`.
+cuda-image:
+	scripts/cuda-image.sh

@@ -13,6 +13,19 @@
 #   scripts/docker-base-images.sh [--force]      (R = the version of this machine's rustc, tagged as R and
 #                                                 as its minor, e.g. rust:1.95.0-bookworm and rust:1.95-bookworm)
 #
+# With --cuda, also the two bases of docker/Dockerfile.cuda, from Debian's own CUDA toolkit (bookworm `non-free`,
+# CUDA 11.8: sm_50 to sm_90). There is no official image of that toolkit to pose as, so these carry names of
+# their own and docker/Dockerfile.cuda is pointed at them with build arguments (scripts/cuda-image.sh):
+#
+#   llama-scorer-base/cuda:11.8-devel-bookworm     debian:bookworm-slim + nvidia-cuda-toolkit (nvcc 11.8 with
+#                                                  its g++ 11 host compiler, cudart, cuBLAS headers and libraries)
+#   llama-scorer-base/cuda:11.8-runtime-bookworm   debian:bookworm-slim + the CUDA 11.8 runtime libraries only
+#                                                  (libcudart, libcublas, libcublasLt); like nvidia/cuda's runtime
+#                                                  images it has no driver (libcuda): the NVIDIA container toolkit
+#                                                  mounts the host's at `docker run --gpus`
+#
+#   scripts/docker-base-images.sh --cuda [--force]
+#
 # Needs root (debootstrap, chroot) and the debootstrap package; the Debian mirror is $DEBIAN_MIRROR.
 set -euo pipefail
 
@@ -22,7 +35,17 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 WORK=${BASE_IMAGES_WORK:-/var/tmp/llama-scorer-base-images}
 FORCE=0
-[ "${1:-}" = "--force" ] && FORCE=1
+CUDA=0
+for arg in "$@"; do
+  case $arg in
+    --force) FORCE=1 ;;
+    --cuda) CUDA=1 ;;
+    *) sed -n '2,32p' "$0" >&2; exit 2 ;;
+  esac
+done
+# The stand-in CUDA bases (see above); scripts/cuda-image.sh passes these names to docker/Dockerfile.cuda.
+CUDA_DEVEL_IMAGE=llama-scorer-base/cuda:11.8-devel-$SUITE
+CUDA_RUNTIME_IMAGE=llama-scorer-base/cuda:11.8-runtime-$SUITE
 
 have_image() { [ "$FORCE" = 0 ] && docker image inspect "$1" > /dev/null 2>&1; }
 
@@ -119,13 +142,50 @@ build_rust() {
   sudo_cmd rm -rf "$dir"
 }
 
+# An image FROM debian:$SUITE-slim with Debian's contrib and non-free components and the packages $2... ($1 tag;
+# the build reaches the mirror as the host does, --network host; its log goes to $WORK).
+build_on_slim() {
+  local tag=$1 start logfile
+  shift
+  logfile=$WORK/$(echo "$tag" | tr '/:' '__').log
+  log "building $tag (apt-get install $*; log: $logfile)"
+  start=$(date +%s)
+  printf '%s\n' \
+    "FROM debian:$SUITE-slim" \
+    "RUN rm -f /etc/apt/sources.list.d/debian.sources \\" \
+    " && echo 'deb $MIRROR $SUITE main contrib non-free non-free-firmware' > /etc/apt/sources.list \\" \
+    " && apt-get update -qq \\" \
+    " && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $* > /dev/null \\" \
+    " && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb" \
+    | docker build --network host -t "$tag" - > "$logfile" 2>&1 || { tail -30 "$logfile" >&2; exit 1; }
+  log "built $tag in $(($(date +%s) - start)) s: $(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.2f GB", $1/1e9}')"
+}
+
+# nvidia-cuda-toolkit brings nvcc 11.8 and nvidia-cuda-dev (cudart, cuBLAS, the driver API's link stub);
+# nvidia-cuda-toolkit-gcc the host compiler this nvcc supports (g++ 11; bookworm's default g++ 12 is too new).
+CUDA_DEVEL_PACKAGES=(nvidia-cuda-toolkit nvidia-cuda-toolkit-gcc ca-certificates)
+# What libggml-cuda.so needs at run time besides the driver.
+CUDA_RUNTIME_PACKAGES=(libcudart11.0 libcublas11 libcublaslt11 ca-certificates)
+
+build_cuda() {
+  if have_image "$CUDA_DEVEL_IMAGE"; then log "$CUDA_DEVEL_IMAGE present"; else
+    build_on_slim "$CUDA_DEVEL_IMAGE" "${CUDA_DEVEL_PACKAGES[@]}"
+    docker run --rm "$CUDA_DEVEL_IMAGE" nvcc --version | tail -2 >&2
+  fi
+  if have_image "$CUDA_RUNTIME_IMAGE"; then log "$CUDA_RUNTIME_IMAGE present"; else
+    build_on_slim "$CUDA_RUNTIME_IMAGE" "${CUDA_RUNTIME_PACKAGES[@]}"
+  fi
+}
+
 command -v docker > /dev/null 2>&1 || { log "docker not found"; exit 1; }
+mkdir -p "$WORK"
 rust_version=$(rustc --version | awk '{print $2}')
 if have_image "debian:$SUITE-slim" && have_image "rust:$rust_version-bookworm" && have_image "rust:${rust_version%.*}-bookworm"; then
   log "base images present"
-  exit 0
+else
+  ensure_debootstrap
+  build_debian_slim
+  build_rust
 fi
-ensure_debootstrap
-build_debian_slim
-build_rust
-log "done: $(docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^(debian|rust):' | tr '\n' ' ')"
+[ "$CUDA" = 0 ] || build_cuda
+log "done: $(docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^(debian|rust|llama-scorer-base/cuda):" | tr '\n' ' ')"

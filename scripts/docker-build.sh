@@ -3,7 +3,8 @@
 # engine: `make docker-steps` runs deps, build, stage, runtime-deps and smoke on the host).
 #
 #   deps                  install the build packages (cmake, clang, libclang-dev, a C/C++ toolchain) if missing
-#   build [FEATURES]      cargo build --release --locked [--features FEATURES]  (env CARGO_TARGET_DIR)
+#   build [FEATURES]      cargo build --release --locked [--features FEATURES]  (env CARGO_TARGET_DIR, and
+#                         BUILD_JOBS: parallel jobs of cargo and of llama.cpp's CMake build, unset: one per CPU)
 #   stage DEST            copy the release binary and, for dynamic-backends builds, llama.cpp's shared
 #                         libraries and backend modules into DEST; check the staged binary runs from there
 #   runtime-deps          install the runtime packages (libgomp1, libstdc++6, curl for HEALTHCHECK) if missing
@@ -39,6 +40,7 @@ cmd_build() {
   local features=${1:-}
   local args=(build --release --locked)
   [ -z "$features" ] || args+=(--features "$features")
+  [ -z "${BUILD_JOBS:-}" ] || args+=(--jobs "$BUILD_JOBS")
   log "cargo ${args[*]} (target dir ${CARGO_TARGET_DIR:-target})"
   cargo "${args[@]}"
 }

@@ -20,25 +20,8 @@ mkdir -p "$LOG_DIR"
 
 docker info > /dev/null 2>&1 || { log "no Docker engine answers (docker info failed)"; exit 1; }
 
-# `docker build` with BuildKit, whichever way this host offers it.
-docker_build() {
-  if docker buildx version > /dev/null 2>&1; then
-    docker build "$@"
-    return
-  fi
-  local client version
-  for client in docker /usr/bin/docker; do
-    version=$("$client" version --format '{{.Client.Version}}' 2> /dev/null) || continue
-    case $version in
-      19.03.* | 20.10.* | 21.* | 22.*)
-        DOCKER_BUILDKIT=1 "$client" build "$@"
-        return
-        ;;
-    esac
-  done
-  log "no BuildKit: this Docker client needs the buildx plugin (Debian/Ubuntu: docker-buildx)"
-  return 1
-}
+# shellcheck source=scripts/docker-lib.sh
+source scripts/docker-lib.sh
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   scripts/docker-base-images.sh
