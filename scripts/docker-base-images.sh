@@ -143,13 +143,19 @@ build_rust() {
 }
 
 # An image FROM debian:$SUITE-slim with Debian's contrib and non-free components and the packages $2... ($1 tag;
-# the build reaches the mirror as the host does, --network host; its log goes to $WORK).
+# the build reaches the mirror as the host does, --network host; its log goes to $WORK). This machine's local
+# certificate authorities go in too, as into the Rust image, so that cargo in a builder FROM it reaches crates.io.
 build_on_slim() {
-  local tag=$1 start logfile
+  local tag=$1 start logfile ctx
   shift
   logfile=$WORK/$(echo "$tag" | tr '/:' '__').log
+  ctx=$WORK/context-$(echo "$tag" | tr '/:' '__')
   log "building $tag (apt-get install $*; log: $logfile)"
   start=$(date +%s)
+  rm -rf "$ctx" && mkdir -p "$ctx/local-ca"
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" > /dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$ctx/local-ca/"
+  fi
   printf '%s\n' \
     "FROM debian:$SUITE-slim" \
     "RUN rm -f /etc/apt/sources.list.d/debian.sources \\" \
@@ -157,7 +163,11 @@ build_on_slim() {
     " && apt-get update -qq \\" \
     " && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $* > /dev/null \\" \
     " && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb" \
-    | docker build --network host -t "$tag" - > "$logfile" 2>&1 || { tail -30 "$logfile" >&2; exit 1; }
+    "COPY local-ca/ /usr/local/share/ca-certificates/" \
+    "RUN update-ca-certificates > /dev/null" \
+    > "$ctx/Dockerfile"
+  docker build --network host -t "$tag" "$ctx" > "$logfile" 2>&1 || { tail -30 "$logfile" >&2; exit 1; }
+  rm -rf "$ctx"
   log "built $tag in $(($(date +%s) - start)) s: $(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.2f GB", $1/1e9}')"
 }
 

@@ -16,6 +16,8 @@ use std::time::Instant;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::digest_cache::{DigestCache, DigestSource, sha256_cached};
+
 /// The llama.cpp bindings crate Cargo.toml pins (`=` version); its vendored llama.cpp source is what this
 /// binary runs. A unit test keeps it equal to Cargo.toml's pin.
 pub const LLAMA_CPP_SYS_VERSION: &str = "0.1.161";
@@ -110,21 +112,36 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
-/// Starts hashing `path` on a thread of its own (so it overlaps llama.cpp's load of the same file) and logs
-/// its speed; join the handle for the hex digest.
+/// Starts hashing `path` on a thread of its own (so it overlaps llama.cpp's load of the same file), or takes
+/// the digest from the verified cache when the file is unchanged since it was hashed (see
+/// [`super::digest_cache`]), and logs which it was and how fast; join the handle for the hex digest.
 pub fn spawn_sha256(path: PathBuf) -> std::thread::JoinHandle<std::io::Result<String>> {
     std::thread::spawn(move || {
         let started = Instant::now();
-        let digest = sha256_file(&path)?;
+        let cache = DigestCache::from_env();
+        let (digest, source) = sha256_cached(&path, cache.as_ref())?;
         let seconds = started.elapsed().as_secs_f64();
         let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
-        tracing::info!(
-            model = %path.display(),
-            sha256 = %digest,
-            seconds,
-            mib_per_s = (bytes as f64 / (1 << 20) as f64 / seconds.max(1e-9)).round(),
-            "model file hashed"
-        );
+        let cache_dir = cache
+            .as_ref()
+            .map_or_else(|| "off".to_string(), |c| c.dir().display().to_string());
+        match source {
+            DigestSource::Cache => tracing::info!(
+                model = %path.display(),
+                sha256 = %digest,
+                seconds,
+                cache = %cache_dir,
+                "model digest from the cache (file unchanged since it was hashed)"
+            ),
+            DigestSource::Hashed => tracing::info!(
+                model = %path.display(),
+                sha256 = %digest,
+                seconds,
+                mib_per_s = (bytes as f64 / (1 << 20) as f64 / seconds.max(1e-9)).round(),
+                cache = %cache_dir,
+                "model file hashed"
+            ),
+        }
         Ok(digest)
     })
 }

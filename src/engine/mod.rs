@@ -5,6 +5,7 @@ mod backend;
 pub mod bench;
 pub mod cache;
 pub mod chat_template;
+pub mod digest_cache;
 pub mod fingerprint;
 pub mod generate;
 pub mod load;
