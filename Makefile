@@ -26,7 +26,7 @@ DIST ?= target/dist
 .PHONY: all deps deps-test models build serve test test-rust test-python lint bench clean-venv \
 	lint-docker lint-k8s lint-deploy lint-shell docker-steps dist-dynamic gpu-kit ci-docker docker-test \
 	docker-test-if-engine fresh-machine-check soak fuzz \
-	cuda-image
+	cuda-image cuda-image-check
 
 all: build
 
@@ -157,7 +157,7 @@ docker-steps: models
 	scripts/docker-build.sh smoke $(DIST) $(DEFAULT_MODEL)
 
 ## Docker, Kubernetes, balancer and shell lints and the Docker images' build steps (part of `make test`).
-ci-docker: lint-docker lint-k8s lint-deploy lint-shell docker-steps
+ci-docker: lint-docker lint-k8s lint-deploy lint-shell docker-steps cuda-image-check
 
 ## The portable build the images contain (dynamic-backends: every CPU variant; 20–30 min cold on 2 cores),
 ## staged in target-dyn/dist and smoke-tested.
@@ -189,3 +189,8 @@ fresh-machine-check:
 ## Long (nvcc on 2 cores): not part of `make test`.
 cuda-image:
 	scripts/cuda-image.sh
+
+## What CI checks of the CUDA build instead (seconds): Dockerfile.cuda takes every build argument cuda-image
+## passes and hadolint accepts it; where nvcc is installed, llama.cpp's CUDA build configures.
+cuda-image-check: $(LINT_DIR)/.installed
+	HADOLINT=$(HADOLINT) scripts/cuda-image.sh --check

@@ -25,6 +25,7 @@
 #                                                  mounts the host's at `docker run --gpus`
 #
 #   scripts/docker-base-images.sh --cuda [--force]
+#   scripts/docker-base-images.sh --print-cuda-bases     (their two names; builds nothing)
 #
 # Needs root (debootstrap, chroot) and the debootstrap package; the Debian mirror is $DEBIAN_MIRROR.
 set -euo pipefail
@@ -40,12 +41,18 @@ for arg in "$@"; do
   case $arg in
     --force) FORCE=1 ;;
     --cuda) CUDA=1 ;;
+    --print-cuda-bases) PRINT=1 ;;
     *) sed -n '2,32p' "$0" >&2; exit 2 ;;
   esac
 done
 # The stand-in CUDA bases (see above); scripts/cuda-image.sh passes these names to docker/Dockerfile.cuda.
 CUDA_DEVEL_IMAGE=llama-scorer-base/cuda:11.8-devel-$SUITE
 CUDA_RUNTIME_IMAGE=llama-scorer-base/cuda:11.8-runtime-$SUITE
+# --print-cuda-bases: just the two names, devel then runtime (what scripts/cuda-image.sh builds FROM).
+if [ "${PRINT:-0}" = 1 ]; then
+  echo "$CUDA_DEVEL_IMAGE $CUDA_RUNTIME_IMAGE"
+  exit 0
+fi
 
 have_image() { [ "$FORCE" = 0 ] && docker image inspect "$1" > /dev/null 2>&1; }
 
