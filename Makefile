@@ -26,7 +26,7 @@ DIST ?= target/dist
 .PHONY: all deps deps-test models build serve test test-rust test-python lint bench clean-venv \
 	lint-docker lint-k8s lint-deploy lint-shell docker-steps dist-dynamic gpu-kit ci-docker docker-test \
 	docker-test-if-engine fresh-machine-check soak fuzz \
-	cuda-image cuda-image-check
+	cuda-image cuda-image-check docker-test-cuda
 
 all: build
 
@@ -189,6 +189,11 @@ fresh-machine-check:
 ## Long (nvcc on 2 cores): not part of `make test`.
 cuda-image:
 	scripts/cuda-image.sh
+
+## llama-scorer:cuda on this host without a GPU: says so, serves on the CPU with the host binary's (and the CPU
+## image's) bits, `devices` inside it, the compose GPU override. Skipped with a message when the image is absent.
+docker-test-cuda: models build $(VENV)/.installed
+	scripts/docker-test-cuda.sh
 
 ## What CI checks of the CUDA build instead (seconds): Dockerfile.cuda takes every build argument cuda-image
 ## passes and hadolint accepts it; where nvcc is installed, llama.cpp's CUDA build configures.
