@@ -52,8 +52,11 @@ def post(url, body, timeout=3600):
     data = json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     started = time.monotonic()
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        raw = r.read()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+    except urllib.error.HTTPError as e:
+        raise SystemExit(f"{url}: {e.code} {e.read()[:500]!r}") from e
     return time.monotonic() - started, raw
 
 
@@ -65,9 +68,13 @@ def rss_mib(pid):
     return None
 
 
-# A synthetic byte-level vocabulary makes about one token per byte: these give ~120 + ~120 scored tokens.
-PROMPT = "The quick brown fox jumps over the lazy dog while the scorer reads every token of it. " * 1 + "Why?"
-RESPONSE = " Because a policy gradient needs the log-probability of each response token, exactly."
+# The synthetic vocabulary is byte-level (about one token per byte) and has no token for " t" (its one merge's
+# result is missing), so no word here starts with "t": ~115 prompt and ~115 response tokens.
+PROMPT = ("A model scores each word of every response given its prompt exactly once and its numbers never "
+          "change with load or batch size.")
+RESPONSE = (" Each word of every response is scored given its prompt on any device, and a policy gradient "
+            "needs all of its numbers.")
+assert " t" not in PROMPT + RESPONSE
 
 
 def start(args, cache_dir, extra, log_path):

@@ -4,7 +4,11 @@
   determinism --url URL --model NAME --items F --out F.json
         score every item alone (twice), inside batches of different composition, and under concurrent
         clients, and compare every number bit for bit with the first pass
-  table --bench B.json --determinism D.json --devices V.json [--card NAME]   print the summary table
+  score --url URL --model NAME --items F --n K --out F.json
+        score the first K items alone and keep their numbers (for a comparison across devices or builds)
+  nats A.json B.json --out F.json    how far two `score` files are apart: per token and per item total, in nats
+  table --bench B.json --determinism D.json --devices V.json [--card NAME] [--nats F.json ...]
+        print the summary table
 """
 import argparse
 import concurrent.futures
@@ -123,6 +127,37 @@ def determinism(args):
     return 0
 
 
+def score(args):
+    items = [json.loads(l) for l in open(args.items) if l.strip()][: args.n]
+    t0 = time.time()
+    data = [post(args.url, {"model": args.model, **item})["data"][0] for item in items]
+    out = {"items": len(data), "seconds": time.time() - t0,
+           "totals": [d["logprob"] for d in data],
+           "tokens": [[t["logprob"] for t in d["logprobs"]["content"]] for d in data],
+           "token_ids": [[t["token_id"] for t in d["logprobs"]["content"]] for d in data]}
+    with open(args.out, "w") as f:
+        json.dump(out, f)
+    print(f"  scored {len(data)} items in {out['seconds']:.1f} s", file=sys.stderr)
+    return 0
+
+
+def nats(args):
+    a, b = json.load(open(args.a)), json.load(open(args.b))
+    if a["token_ids"] != b["token_ids"]:
+        raise SystemExit("the two runs tokenized the items differently")
+    tok = [abs(x - y) for ra, rb in zip(a["tokens"], b["tokens"]) for x, y in zip(ra, rb)]
+    tot = [abs(x - y) for x, y in zip(a["totals"], b["totals"])]
+    out = {"label": args.label, "items": len(tot), "tokens": len(tok),
+           "max_abs_token_diff": max(tok), "mean_abs_token_diff": sum(tok) / len(tok),
+           "max_abs_total_diff": max(tot), "mean_abs_total_diff": sum(tot) / len(tot),
+           "bit_identical": tok == [0.0] * len(tok) and tot == [0.0] * len(tot)}
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"  {args.label}: max |diff| {out['max_abs_token_diff']:.3g} nats per token, "
+          f"{out['max_abs_total_diff']:.3g} per item total", file=sys.stderr)
+    return 0
+
+
 def median(xs):
     xs = sorted(xs)
     return xs[len(xs) // 2] if xs else float("nan")
@@ -158,6 +193,13 @@ def table(args):
     for r in det["checks"]:
         res = "bit-identical" if r["bit_identical"] else f"differs (max {r['max_abs_diff']:.3g} nats)"
         lines.append(f"| {r['mode']} | {res} |")
+    diffs = [json.load(open(p)) for p in args.nats or []]
+    if diffs:
+        lines += ["", "| comparison | items / tokens | max per token | mean per token | max per item total |",
+                  "|---|---:|---:|---:|---:|"]
+        for d in diffs:
+            lines.append(f"| {d['label']} | {d['items']} / {d['tokens']} | {d['max_abs_token_diff']:.3g} "
+                         f"| {d['mean_abs_token_diff']:.3g} | {d['max_abs_total_diff']:.3g} |")
     print("\n".join(lines))
     return 0
 
@@ -180,11 +222,23 @@ def main():
     p.add_argument("--devices", required=True)
     p.add_argument("--card", default="")
     p.add_argument("--model-name", default="")
+    p.add_argument("--nats", action="append", help="a `nats` output file (repeatable)")
+    p = sub.add_parser("score")
+    p.add_argument("--url", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--items", required=True)
+    p.add_argument("--n", type=int, default=4)
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("nats")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--label", required=True)
+    p.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.cmd == "items":
         make_items(args.out, args.n, args.chars)
         return 0
-    return determinism(args) if args.cmd == "determinism" else table(args)
+    return {"determinism": determinism, "table": table, "score": score, "nats": nats}[args.cmd](args)
 
 
 if __name__ == "__main__":
