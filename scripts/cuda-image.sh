@@ -3,8 +3,14 @@
 # stand-ins made of Debian's CUDA 11.8 toolkit (scripts/docker-base-images.sh --cuda), passed as build arguments.
 # A user who can pull nvidia/cuda runs the plain `docker build` of docker/Dockerfile.cuda's header instead.
 #
-#   scripts/cuda-image.sh                     bases (when absent), then llama-scorer:cuda for sm_90
-#   CUDA_ARCHITECTURES="80;89;90" scripts/cuda-image.sh      other GPU generations (CUDA 11.8: up to sm_90)
+#   scripts/cuda-image.sh                     bases (when absent), then llama-scorer:cuda for CUDA_ARCHITECTURES=89:
+#                                             L4/RTX 40 natively, H100/H200 through its PTX (JIT-compiled by the
+#                                             driver at first load). sm_90 itself does not compile with CUDA 11.8:
+#                                             the vendored llama.cpp enables Hopper's programmatic dependent launch
+#                                             for CUDA >= 11.8, but 11.8's headers lack its device functions
+#                                             (cudaGridDependencySynchronize); llama.cpp uses it only for kernels
+#                                             whose PTX is >= 9.0, so the 89 PTX runs on Hopper without it
+#   CUDA_ARCHITECTURES="80;86;89" scripts/cuda-image.sh      more GPU generations (one nvcc pass each)
 #   DIST=target/cuda-dist scripts/cuda-image.sh              also copy the image's portable tree out (the binary,
 #                                                            llama.cpp's libraries, libggml-cuda.so beside the
 #                                                            CPU variants)
@@ -20,7 +26,7 @@ cd "$(dirname "$0")/.."
 log() { echo "[cuda-image] $*" >&2; }
 
 IMAGE=${IMAGE:-llama-scorer:cuda}
-CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90}
+CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-89}
 BUILD_JOBS=${BUILD_JOBS:-}
 BUILD_NICE=${BUILD_NICE:-10}
 LOG_DIR=${LOG_DIR:-target/cuda-image}
