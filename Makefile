@@ -181,7 +181,8 @@ docker-test-if-engine: models build $(VENV)/.installed
 
 ## A SLURM cluster of containers (scripts/slurm-cluster.sh: Debian's slurm-wlm, a controller and three GPU
 ## nodes) running deploy/slurm as a user does: a job array of 8 shards and its merge, service mode, and the
-## array again with a node killed mid-run; each merged file byte for byte the one-process run's (~3.5 min).
+## array again with a node killed mid-run; each merged file byte for byte the one-process run's (~4 min on 2
+## shared cores, plus ~3 min for the image's first build).
 slurm-test: models build
 	scripts/slurm-test.sh
 
