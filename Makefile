@@ -115,7 +115,7 @@ clean-venv:
 ## Lint the Dockerfiles (hadolint) and the compose files: the real Compose tool parses and interpolates them
 ## (CPU file alone, and with the GPU override), and check-jsonschema validates them against the compose-spec schema.
 lint-docker: $(LINT_DIR)/.installed
-	$(HADOLINT) docker/Dockerfile docker/Dockerfile.cuda
+	$(HADOLINT) docker/Dockerfile docker/Dockerfile.cuda docker/slurm/Dockerfile
 	$(CHECK_JSONSCHEMA) --builtin-schema vendor.compose-spec $(COMPOSE_FILES)
 	$(COMPOSE) -f docker/compose.yaml config --quiet
 	$(COMPOSE) -f docker/compose.yaml -f docker/compose.gpu.yaml config --quiet
