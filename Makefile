@@ -26,7 +26,7 @@ DIST ?= target/dist
 .PHONY: all deps deps-test models build serve test test-rust test-python lint bench clean-venv \
 	lint-docker lint-k8s lint-deploy lint-shell docker-steps dist-dynamic gpu-kit ci-docker docker-test \
 	docker-test-if-engine fresh-machine-check soak fuzz \
-	cuda-image cuda-image-check docker-test-cuda
+	cuda-image cuda-image-check docker-test-cuda slurm-test slurm-test-if-engine
 
 all: build
 
@@ -61,7 +61,8 @@ $(VENV_FW0)/.installed: tests/python/requirements-fireworks0.txt
 	touch $@
 
 ## Everything CI runs: style, lints, Rust unit + integration tests, Python reference checks.
-test: deps-test models build $(VENV)/.installed $(VENV_FW0)/.installed lint ci-docker test-rust test-python docker-test-if-engine
+test: deps-test models build $(VENV)/.installed $(VENV_FW0)/.installed lint ci-docker test-rust test-python docker-test-if-engine \
+	slurm-test-if-engine
 
 lint:
 	cargo fmt --all -- --check
@@ -115,7 +116,7 @@ clean-venv:
 ## Lint the Dockerfiles (hadolint) and the compose files: the real Compose tool parses and interpolates them
 ## (CPU file alone, and with the GPU override), and check-jsonschema validates them against the compose-spec schema.
 lint-docker: $(LINT_DIR)/.installed
-	$(HADOLINT) docker/Dockerfile docker/Dockerfile.cuda
+	$(HADOLINT) docker/Dockerfile docker/Dockerfile.cuda docker/slurm/Dockerfile
 	$(CHECK_JSONSCHEMA) --builtin-schema vendor.compose-spec $(COMPOSE_FILES)
 	$(COMPOSE) -f docker/compose.yaml config --quiet
 	$(COMPOSE) -f docker/compose.yaml -f docker/compose.gpu.yaml config --quiet
@@ -142,9 +143,9 @@ lint-k8s: $(LINT_DIR)/.installed
 lint-deploy: $(LINT_DIR)/.installed
 	scripts/lint-deploy.sh $(LINT_DIR)
 
-## Lint the shell scripts (CI, Docker build steps, GPU check).
+## Lint the shell scripts (CI, Docker build steps, GPU check, the SLURM jobs and cluster).
 lint-shell:
-	shellcheck .ci/run scripts/*.sh scripts/gpu/*.sh
+	shellcheck .ci/run scripts/*.sh scripts/gpu/*.sh deploy/slurm/*.sh deploy/slurm/*.sbatch docker/slurm/*.sh
 
 ## The Docker images' build steps without a Docker engine: the same scripts/docker-build.sh commands the
 ## Dockerfiles run, then a smoke test of the staged tree (HEALTHCHECK probe, /ready device, a score).
@@ -178,6 +179,18 @@ docker-test: models build $(VENV)/.installed
 docker-test-if-engine: models build $(VENV)/.installed
 	@if docker info > /dev/null 2>&1; then $(MAKE) --no-print-directory docker-test; \
 	else echo "docker-test SKIPPED: no Docker engine answered (docker info failed); the images were not built"; fi
+
+## A SLURM cluster of containers (scripts/slurm-cluster.sh: Debian's slurm-wlm, a controller and three GPU
+## nodes) running deploy/slurm as a user does: a job array of 8 shards and its merge, service mode, and the
+## array again with a node killed mid-run; each merged file byte for byte the one-process run's (~4 min on 2
+## shared cores, plus ~3 min for the image's first build).
+slurm-test: models build
+	scripts/slurm-test.sh
+
+## `make test` runs slurm-test when a Docker engine answers, and says so plainly when none does.
+slurm-test-if-engine: models build
+	@if docker info > /dev/null 2>&1; then $(MAKE) --no-print-directory slurm-test; \
+	else echo "slurm-test SKIPPED: no Docker engine answered (docker info failed); no SLURM cluster was started"; fi
 
 ## The README's first command on a fresh Debian machine (a container, a new user with sudo): `make serve` from
 ## a bare checkout until the default model scores. ~10 min (cold llama.cpp build); not part of `make test`.

@@ -5,6 +5,7 @@
 #     by the Docker CLI itself (`docker stack config`, no swarm needed)
 #   - nginx -t on a test copy (replica names replaced by 127.0.0.1 ports: nginx resolves names at start)
 #   - haproxy -c on the config as shipped (servers found by DNS at run time, init-addr none)
+#   - the endpoint picker config (llm-d.ai/v1alpha1) and InferencePool: scripts/check-gateway.py
 # nginx and haproxy come from Debian's packages (apt-get install nginx haproxy); each check is skipped,
 # with a message, where the tool is missing.
 #   - Envoy (no Debian package, no PyPI build): a strict parse against Envoy's v3 API messages
@@ -33,6 +34,9 @@ for path in sorted(pathlib.Path(sys.argv[1]).rglob("*.y*ml")):
         print(f"lint-deploy: {path}: YAML ok ({len(docs)} document(s))")
 sys.exit(1 if bad else 0)
 PYEOF
+
+# The gateway files: the endpoint picker config and the InferencePool against the llm-d router's schema.
+"$PY" scripts/check-gateway.py
 
 # Envoy.
 "$PY" scripts/check-envoy.py deploy/envoy/envoy.yaml

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use llama_scorer::config::{CacheSection, Config, Overrides, ServerSection, ThroughServer};
 use llama_scorer::score_cmd::{ScoreArgs, ScoreSummary};
-use llama_scorer::shard::{JOB_INDEX_ENV, ShardSpec};
+use llama_scorer::shard::{SchedulerEnv, ShardSpec};
 
 use super::{CpuThreads, exit_with, usage_error};
 
@@ -65,7 +65,9 @@ pub struct ScoreCmdArgs {
     /// Score only shard K of N (0 ≤ K < N): the lines whose id — the line's `id` (a string as it is, other
     /// values as compact JSON), else its line number — hashes there (first 8 bytes of SHA-256, big-endian,
     /// mod N), so reruns and resumes pick the same lines. `auto/N` takes K from JOB_COMPLETION_INDEX (a
-    /// Kubernetes Indexed Job). Give each shard its own --output; `llama-scorer merge` joins them.
+    /// Kubernetes Indexed Job) or a SLURM job array (the task's rank: (SLURM_ARRAY_TASK_ID -
+    /// SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP); plain `auto` takes N from SLURM_ARRAY_TASK_COUNT.
+    /// Give each shard its own --output; `llama-scorer merge` joins them.
     #[arg(long, value_name = "K/N")]
     shard: Option<String>,
     /// Read model files into memory instead of mapping them (see `serve --no-mmap`).
@@ -77,11 +79,11 @@ pub struct ScoreCmdArgs {
 pub fn run(args: ScoreCmdArgs) -> ExitCode {
     let overrides = overrides(&args);
     let started = Instant::now();
-    let job_index = std::env::var(JOB_INDEX_ENV).ok();
+    let scheduler = SchedulerEnv::from_env();
     let shard = match args
         .shard
         .as_deref()
-        .map(|s| ShardSpec::parse(s, job_index.as_deref()))
+        .map(|s| ShardSpec::parse(s, &scheduler))
         .transpose()
     {
         Ok(shard) => shard,
