@@ -110,6 +110,11 @@ SOAK_SECONDS ?= 600
 soak: models build
 	$(PYTHON) scripts/soak.py --clients $(SOAK_CLIENTS) --duration $(SOAK_SECONDS) --out target/soak
 
+## The adversarial suite at full size (thousands of connections; the short version runs in `make test`).
+.PHONY: attack
+attack: models
+	LLAMA_SCORER_ATTACK=full cargo test --release --locked --test it attack:: -- --nocapture
+
 clean-venv:
 	rm -rf $(VENV) $(VENV_FW0)
 

@@ -81,6 +81,17 @@ pub struct ServerSection {
     pub allowed_origins: Option<Vec<String>>,
     /// Map model files into memory (llama.cpp's default) rather than read them into it.
     pub mmap: Option<bool>,
+    /// Seconds a request head may take to arrive once it has started; slower connections are closed.
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a keep-alive connection may wait for its next request before it is closed.
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds a request body may take to arrive; slower uploads get 408.
+    pub body_timeout_secs: Option<u64>,
+    /// Connections open at once (kept under the open-files limit); when full, the longest-waiting
+    /// unanswered connection is closed, else newcomers get 503.
+    pub max_connections: Option<usize>,
+    /// `Host` names answered when bound to a loopback address besides the loopback names (`*`: any).
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// One policy as written in YAML (the seed experiment's shape).
@@ -127,6 +138,16 @@ pub struct Config {
     pub api_keys: Vec<String>,
     /// Browser origins allowed besides the server's own (empty: same-origin only).
     pub allowed_origins: Vec<String>,
+    /// Seconds a started request head may take (see [`ServerSection::header_read_timeout_secs`]).
+    pub header_read_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection is kept.
+    pub idle_timeout_secs: u64,
+    /// Seconds a request body may take to arrive (408 past it).
+    pub body_timeout_secs: u64,
+    /// Connections open at once, before the open-files clamp.
+    pub max_connections: usize,
+    /// Extra `Host` names answered on a loopback bind (`*`: the check is off).
+    pub allowed_hosts: Vec<String>,
     /// Model files are mapped into memory (shared with the page cache; a file truncated in place while in
     /// use kills the process with SIGBUS) rather than read into it.
     pub mmap: bool,
@@ -373,6 +394,18 @@ impl Config {
                 .or(file.allowed_origins)
                 .unwrap_or_default(),
             mmap: o.mmap.or(file.mmap).unwrap_or(true),
+            header_read_timeout_secs: o
+                .header_read_timeout_secs
+                .or(file.header_read_timeout_secs)
+                .unwrap_or(30),
+            idle_timeout_secs: o.idle_timeout_secs.or(file.idle_timeout_secs).unwrap_or(75),
+            body_timeout_secs: o.body_timeout_secs.or(file.body_timeout_secs).unwrap_or(60),
+            max_connections: o.max_connections.or(file.max_connections).unwrap_or(1024),
+            allowed_hosts: o
+                .allowed_hosts
+                .clone()
+                .or(file.allowed_hosts)
+                .unwrap_or_default(),
             cache: CacheSettings {
                 max_bytes: overrides
                     .cache
@@ -405,6 +438,26 @@ impl Config {
         }
         if self.max_concurrent_requests == 0 {
             return Err(err("server.max_concurrent_requests must be at least 1"));
+        }
+        for (name, v) in [
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("body_timeout_secs", self.body_timeout_secs),
+            ("max_connections", self.max_connections as u64),
+        ] {
+            if v == 0 {
+                return Err(err(format!("server.{name} must be at least 1")));
+            }
+        }
+        if let Some(h) = self
+            .allowed_hosts
+            .iter()
+            .find(|h| h.trim().is_empty() || h.contains(['/', ' ', '@']))
+        {
+            return Err(err(format!(
+                "server.allowed_hosts: `{h}` is not a host name; write a name or address as clients \
+                 send it in `Host` (without the port), or `*` to answer any"
+            )));
         }
         if !(1..=64).contains(&self.parallel) {
             return Err(err("server.parallel must be between 1 and 64"));

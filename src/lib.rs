@@ -7,6 +7,7 @@ pub mod config;
 pub mod engine;
 pub mod gguf;
 pub mod input;
+pub mod listener;
 pub mod merge_cmd;
 pub mod ratios;
 pub mod remote;

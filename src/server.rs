@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::api::{AppState, HttpLimits, router};
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::listener::{self, ConnLimits, nofile};
 use crate::served::Policies;
 
 /// A server whose models are loaded and whose port is bound, ready to serve.
@@ -18,6 +19,7 @@ pub struct Server {
     listener: TcpListener,
     app: axum::Router,
     state: Arc<AppState>,
+    connections: ConnLimits,
     shutdown_timeout: Duration,
     pub engine: Arc<Engine>,
 }
@@ -31,9 +33,11 @@ impl Server {
                 .await
                 .context("engine start-up panicked")??;
         let engine = Arc::new(engine);
-        let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))
+        let listener = listener::bind(&cfg.host, cfg.port)
             .await
             .with_context(|| format!("cannot listen on {}:{}", cfg.host, cfg.port))?;
+        let loopback = listener.local_addr()?.ip().is_loopback();
+        let connections = connection_limits(&cfg);
         let policies = Policies::new(
             &engine,
             cfg.remote_policies.clone(),
@@ -54,11 +58,14 @@ impl Server {
             max_concurrent_requests: cfg.max_concurrent_requests,
             api_keys: cfg.api_keys.clone(),
             allowed_origins: cfg.allowed_origins.clone(),
+            body_timeout: Duration::from_secs(cfg.body_timeout_secs),
+            allowed_hosts: host_rule(loopback, &cfg.allowed_hosts),
         };
         Ok(Server {
             listener,
             app: router(state.clone(), limits),
             state,
+            connections,
             shutdown_timeout: Duration::from_secs(cfg.shutdown_timeout_secs),
             engine,
         })
@@ -84,7 +91,10 @@ impl Server {
             state.ready.store(false, Ordering::SeqCst);
             let _ = draining_tx.send(());
         };
-        let serve = axum::serve(self.listener, self.app).with_graceful_shutdown(signal);
+        let serve = async move {
+            listener::serve(self.listener, self.app, self.connections, signal).await;
+            Ok(())
+        };
         let deadline = self.shutdown_timeout;
         let give_up = async move {
             if draining.await.is_ok() {
@@ -106,6 +116,36 @@ impl Server {
             .await
             .map_err(std::io::Error::other)?;
         result
+    }
+}
+
+/// The connection limits: the open-files soft limit is raised to the hard one, and the connection limit
+/// kept under it (a warning says when the configured one does not fit).
+fn connection_limits(cfg: &Config) -> ConnLimits {
+    let files = nofile::raise_to_hard();
+    let max_connections = nofile::clamp(cfg.max_connections, files);
+    if max_connections < cfg.max_connections {
+        tracing::warn!(
+            configured = cfg.max_connections,
+            used = max_connections,
+            open_files_limit = files,
+            "server.max_connections does not fit under the open-files limit (ulimit -n); using less"
+        );
+    }
+    ConnLimits {
+        header_read_timeout: Duration::from_secs(cfg.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
+        max_connections,
+    }
+}
+
+/// The `Host` names answered: on a loopback bind only loopback names and `server.allowed_hosts` (`None`
+/// when `*` is listed, or when the server is bound to a reachable address and no list is given).
+fn host_rule(loopback: bool, allowed: &[String]) -> Option<Vec<String>> {
+    if allowed.iter().any(|h| h == "*") || (!loopback && allowed.is_empty()) {
+        None
+    } else {
+        Some(allowed.to_vec())
     }
 }
 

@@ -35,13 +35,18 @@ pub async fn require_key(State(keys): State<Arc<Keys>>, request: Request, next: 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer);
     match presented {
         Some(key) if keys.accepts(key.as_bytes()) => next.run(request).await,
         Some(_) => unauthorized("the API key is not valid"),
         None => unauthorized("missing `Authorization: Bearer <API key>` header"),
     }
+}
+
+/// The key of an `Authorization: Bearer KEY` value; the scheme's name is case-insensitive (RFC 9110).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, key) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
 fn unauthorized(message: &str) -> Response {
@@ -52,7 +57,16 @@ fn unauthorized(message: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::Keys;
+    use super::{Keys, bearer};
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        assert_eq!(bearer("Bearer k1"), Some("k1"));
+        assert_eq!(bearer("bearer k1"), Some("k1"));
+        assert_eq!(bearer("BEARER  k1 "), Some("k1"));
+        assert_eq!(bearer("Basic k1"), None);
+        assert_eq!(bearer("Bearerk1"), None);
+    }
 
     #[test]
     fn only_exact_keys_are_accepted() {

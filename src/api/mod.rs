@@ -2,9 +2,12 @@
 //! rules, and formatting; everything that changes a number lives in the engine.
 
 mod auth;
+mod body;
 mod compat;
+mod deadline;
 mod error;
 mod health;
+mod host;
 pub(crate) mod json;
 mod load_report;
 pub mod logprobs;
@@ -23,12 +26,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderName, Request, StatusCode};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower::{BoxError, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
@@ -75,8 +79,13 @@ pub struct HttpLimits {
     /// Requests handled at once; more are refused with 503 rather than queued without bound.
     pub max_concurrent_requests: usize,
     pub api_keys: Vec<String>,
-    /// Browser origins besides the server's own that may call it (see `origin`).
+    /// Browser origins besides the server's own that may call it (see `origin`); they also get CORS
+    /// headers and preflight answers.
     pub allowed_origins: Vec<String>,
+    /// Longest a request body may take to arrive (408 past it, see `body`).
+    pub body_timeout: Duration,
+    /// `Host` names answered besides the loopback ones (see `host`); `None`: any.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// Maps failures of the tower layers (load shedding, timeout) to the API's error shape.
@@ -137,15 +146,27 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
             reporter,
             load_report::add_header,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.request_timeout,
+            deadline::stream_deadline,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(layer_error))
                 .load_shed()
                 .concurrency_limit(limits.max_concurrent_requests)
                 .timeout(limits.request_timeout),
-        );
+        )
+        // Outside the concurrency limit: a request takes a slot only once its body is in.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(body::BodyLimits {
+                max_bytes: limits.max_body_bytes,
+                timeout: limits.body_timeout,
+            }),
+            body::receive,
+        ));
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let app = Router::new()
         .merge(guarded)
         .merge(page::routes())
         .route("/health", get(health::health))
@@ -157,8 +178,18 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
             Arc::new(auth::Keys(limits.api_keys)),
             auth::require_key,
         ))
-        .layer(origin::OriginLayer::new(&limits.allowed_origins))
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(tower::util::option_layer(
+            (!limits.allowed_origins.is_empty()).then(|| cors(&limits.allowed_origins)),
+        ))
+        .layer(origin::OriginLayer::new(&limits.allowed_origins));
+    let app = match &limits.allowed_hosts {
+        Some(names) => app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(host::AllowedHosts::new(names)),
+            host::check_host,
+        )),
+        None => app,
+    };
+    app.layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn(server_timing))
         .layer(axum::middleware::from_fn(observe::track))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -175,6 +206,30 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
         .with_state(state)
+}
+
+/// CORS for `server.allowed_origins`: preflights answered, and the answers readable by those pages (the
+/// origin check has already refused every other origin).
+fn cors(allowed: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = allowed
+        .iter()
+        .filter_map(|o| crate::request_policy::normalize_origin(o))
+        .filter_map(|o| HeaderValue::from_str(&o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            AUTHORIZATION,
+            CONTENT_TYPE,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("server-timing"),
+            RETRY_AFTER,
+        ])
+        .max_age(Duration::from_secs(600))
 }
 
 /// Adds `Server-Timing: app;dur=<ms>` (time until the response headers) so clients and benchmarks can

@@ -103,7 +103,7 @@ where
         match self.layer.refusal(&request) {
             None => Box::pin(self.inner.call(request)),
             Some(message) => {
-                tracing::warn!(%message, "refused a cross-origin request");
+                tracing::warn!(reason = %message, "refused a cross-origin request");
                 let mut e =
                     ApiError::with_status(StatusCode::FORBIDDEN, "origin_not_allowed", message);
                 e.kind = "permission_error";

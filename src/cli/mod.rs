@@ -22,7 +22,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LLAMA_SCORER_LOG_FORMAT")]
     pub log_format: LogFormat,
     /// Folder of llama.cpp's backend libraries (libggml-cpu-*.so, libggml-cuda.so) for builds with the
     /// dynamic-backends feature [default: the executable's folder, else the cargo build's].

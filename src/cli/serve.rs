@@ -74,6 +74,23 @@ pub struct ServeArgs {
     /// (repeatable).
     #[arg(long = "allowed-origin", value_delimiter = ',')]
     allowed_origins: Vec<String>,
+    /// Seconds a request head may take once it has started; slower connections are closed [default: 30].
+    #[arg(long)]
+    header_read_timeout: Option<u64>,
+    /// Seconds an idle keep-alive connection is kept [default: 75].
+    #[arg(long)]
+    idle_timeout: Option<u64>,
+    /// Seconds a request body may take to arrive; slower uploads get 408 [default: 60].
+    #[arg(long)]
+    body_timeout: Option<u64>,
+    /// Connections open at once, kept under the open-files limit; when full the longest-waiting
+    /// unanswered one is closed, else newcomers get 503 [default: 1024].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// `Host` name answered on a loopback bind besides localhost, 127.0.0.1 and [::1] (repeatable; `*`
+    /// answers any).
+    #[arg(long = "allowed-host", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
     /// Read model files into memory instead of mapping them: a file truncated or rewritten in place while
     /// serving can then not kill the server (with SIGBUS), at the cost of memory the page cache and other
     /// processes cannot share [default: mapped].
@@ -123,6 +140,11 @@ fn overrides(args: &ServeArgs) -> Overrides {
             allowed_origins: (!args.allowed_origins.is_empty())
                 .then(|| args.allowed_origins.clone()),
             mmap: args.no_mmap.then_some(false),
+            header_read_timeout_secs: args.header_read_timeout,
+            idle_timeout_secs: args.idle_timeout,
+            body_timeout_secs: args.body_timeout,
+            max_connections: args.max_connections,
+            allowed_hosts: (!args.allowed_hosts.is_empty()).then(|| args.allowed_hosts.clone()),
         },
         cache: CacheSection {
             max_bytes: args.cache_bytes,

@@ -7,6 +7,8 @@
 #[allow(dead_code)]
 mod harness;
 
+mod connections;
+
 use std::time::Duration;
 
 use harness::{Target, TargetOptions, one_at_a_time};
