@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use llama_scorer::merge_cmd::MergeArgs;
+use llama_scorer::batch::merge::MergeArgs;
 
 use super::exit_with;
 
@@ -32,7 +32,7 @@ pub fn run(args: MergeCmdArgs) -> ExitCode {
         shards: args.shards,
         policies: args.policies,
     };
-    exit_with(llama_scorer::merge_cmd::run(&merge), |summary| {
+    exit_with(llama_scorer::batch::merge::run(&merge), |summary| {
         eprintln!("{summary}");
     })
 }

@@ -4,9 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use llama_scorer::batch::score::{ScoreArgs, ScoreSummary};
 use llama_scorer::config::{CacheSection, Config, Overrides, ServerSection, ThroughServer};
-use llama_scorer::score_cmd::{ScoreArgs, ScoreSummary};
+<<<<<<< HEAD
+use llama_scorer::batch::score::{ScoreArgs, ScoreSummary};
 use llama_scorer::shard::{SchedulerEnv, ShardSpec};
+=======
+use llama_scorer::shard::{JOB_INDEX_ENV, ShardSpec};
+>>>>>>> batch
 
 use super::{CpuThreads, exit_with, usage_error};
 
@@ -93,7 +98,7 @@ pub fn run(args: ScoreCmdArgs) -> ExitCode {
         .map_err(anyhow::Error::from)
         .and_then(|cfg| {
             llama_scorer::sigbus::explain_for(&cfg);
-            llama_scorer::score_cmd::run(cfg, score_args(args, shard))
+            llama_scorer::batch::score::run(cfg, score_args(args, shard))
         });
     exit_with(result, |s| report(&s, started))
 }

@@ -359,4 +359,16 @@ fn the_score_command_scores_every_pair_records_errors_and_resumes() {
     assert_eq!(keys.len(), again.len(), "a pair was written twice");
     // A third run has nothing left to do.
     assert_eq!(run(), resumed);
+    // A complete line that is not a record (another tool's output, an edit) is refused, and nothing after it
+    // is cut off.
+    let foreign = format!("{}\n{{\"note\": \"mine\"}}\n{}\n", kept[0], kept[1]);
+    std::fs::write(&output, &foreign).unwrap();
+    let refused = score_run(&cfg, &input, &output, &[]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("line 2 is not a line `score` writes"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), foreign);
 }

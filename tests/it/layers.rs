@@ -80,21 +80,19 @@ fn the_engine_imports_nothing_of_the_rest_and_no_http() {
 #[test]
 fn only_the_server_start_up_reaches_into_the_http_layer() {
     let outside_api = [
+        "batch",
         "bench.rs",
         "config.rs",
         "engine",
         "gguf",
         "input.rs",
-        "merge_cmd.rs",
         "ratios.rs",
         "remote",
         "report.rs",
         "request_policy.rs",
-        "score_cmd.rs",
         "served",
         "shard.rs",
         "sigbus.rs",
-        "weights_report.rs",
     ];
     let wrong = offending(&outside_api, |l| {
         l.contains("crate::api") || l.contains("super::api")
@@ -108,10 +106,7 @@ fn only_the_server_start_up_reaches_into_the_http_layer() {
 
 #[test]
 fn the_policy_seam_and_the_report_are_free_of_the_http_framework() {
-    let wrong = offending(
-        &["served", "report.rs", "ratios.rs", "score_cmd.rs"],
-        names_http,
-    );
+    let wrong = offending(&["served", "report.rs", "ratios.rs", "batch"], names_http);
     assert!(
         wrong.is_empty(),
         "HTTP framework types below the handlers:\n{}",

@@ -12,11 +12,13 @@
 //! the same pair. Error records are kept and counted.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use super::record::{BatchRecord, ReadLine, RecordKey as Key, id_text, read_records};
 
 /// What `merge` was asked to do.
 pub struct MergeArgs {
@@ -45,41 +47,12 @@ pub struct MergeSummary {
     pub inferred_policies: Option<Vec<String>>,
 }
 
-/// How a record is known: an (id, policy) pair, or a line `score` could not read.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
-    Pair { id: String, policy: String },
-    Line(u64),
-}
-
-impl std::fmt::Display for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Key::Pair { id, policy } => write!(f, "(id {id}, policy {policy})"),
-            Key::Line(n) => write!(f, "the error record of input line {n}"),
-        }
-    }
-}
-
 /// A record of a shard file and where it was read.
 struct Record {
-    value: Map<String, Value>,
+    value: BatchRecord,
     /// (index of the file, line number): the order `score` wrote records in.
     origin: (usize, usize),
     place: String,
-}
-
-impl Record {
-    fn is_error(&self) -> bool {
-        self.value.contains_key("error")
-    }
-
-    /// The record without `cached` (which says how it was computed, not what it is).
-    fn content(&self) -> Map<String, Value> {
-        let mut v = self.value.clone();
-        v.remove("cached");
-        v
-    }
 }
 
 /// Problems found, reported together (a few examples of each kind, and how many).
@@ -111,26 +84,6 @@ impl Problems {
     }
 }
 
-/// The key a record is known by, or why it has none.
-fn key_of(record: &Map<String, Value>) -> Result<Key, String> {
-    match (record.get("policy"), record.get("line")) {
-        (Some(Value::String(policy)), _) => Ok(Key::Pair {
-            id: id_text(record.get("id").unwrap_or(&Value::Null)),
-            policy: policy.clone(),
-        }),
-        (None, Some(line)) if record.contains_key("error") => line
-            .as_u64()
-            .map(Key::Line)
-            .ok_or_else(|| "its `line` is not a line number".to_string()),
-        _ => Err("it is neither an (id, policy) record nor a line's error record".to_string()),
-    }
-}
-
-/// An id as merge compares it: its compact JSON.
-fn id_text(id: &Value) -> String {
-    id.to_string()
-}
-
 /// Reads every shard file into one map, keeping the first of identical duplicates.
 fn read_shards(
     shards: &[PathBuf],
@@ -145,7 +98,8 @@ fn read_shards(
 }
 
 /// Adds one shard file's records; a file that cannot be read stops the merge, a bad line is a problem
-/// reported with the others.
+/// reported with the others: a line without its newline is torn (the shard was interrupted), one that is not
+/// a record is not a line `score` writes.
 fn read_shard(
     file_index: usize,
     path: &Path,
@@ -153,61 +107,27 @@ fn read_shard(
     problems: &mut Problems,
     summary: &mut MergeSummary,
 ) -> anyhow::Result<()> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut reader = BufReader::new(file);
-    let mut buf = String::new();
-    let mut number = 0;
-    loop {
-        buf.clear();
-        if reader
-            .read_line(&mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            == 0
-        {
-            return Ok(());
-        }
-        number += 1;
+    read_records(path, |number, _, line| {
         let place = format!("{}:{number}", path.display());
-        if buf.trim().is_empty() {
-            continue;
-        }
-        let Some((key, value)) = parse_record(&buf, &place, problems) else {
-            continue;
-        };
-        let record = Record {
-            value,
-            origin: (file_index, number),
-            place,
-        };
-        keep_record(records, key, record, problems, summary);
-    }
-}
-
-/// A shard line as a record and its key, or `None` with the problem noted: a line without its newline is
-/// torn (the shard was interrupted), one without a key is not a record `score` writes.
-fn parse_record(
-    line: &str,
-    place: &str,
-    problems: &mut Problems,
-) -> Option<(Key, Map<String, Value>)> {
-    let value = match serde_json::from_str::<Value>(line.trim_end()) {
-        Ok(Value::Object(m)) if line.ends_with('\n') => m,
-        _ => {
-            problems.add(
+        match line {
+            ReadLine::Record(value) => {
+                let record = Record {
+                    value,
+                    origin: (file_index, number),
+                    place,
+                };
+                keep_record(records, record.value.key(), record, problems, summary);
+            }
+            ReadLine::Torn | ReadLine::Garbled => problems.add(
                 "unreadable shard lines (a torn last line means an interrupted shard: rerun it to resume)",
                 format!("{place}: not a complete JSON object line"),
-            );
-            return None;
+            ),
+            ReadLine::Unknown(why) => problems.add("unreadable shard lines", format!("{place}: {why}")),
+            ReadLine::Blank => {}
         }
-    };
-    match key_of(&value) {
-        Ok(key) => Some((key, value)),
-        Err(why) => {
-            problems.add("unreadable shard lines", format!("{place}: {why}"));
-            None
-        }
-    }
+        true
+    })
+    .with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// Keeps one record per key: an identical duplicate is dropped, a success replaces an error, and two
@@ -223,14 +143,14 @@ fn keep_record(
         None => {
             records.insert(key, record);
         }
-        Some(kept) if kept.content() == record.content() => summary.duplicates += 1,
-        Some(kept) if kept.is_error() != record.is_error() => {
+        Some(kept) if kept.value.content() == record.value.content() => summary.duplicates += 1,
+        Some(kept) if kept.value.is_error() != record.value.is_error() => {
             summary.duplicates += 1;
-            if kept.is_error() {
+            if kept.value.is_error() {
                 records.insert(key, record);
             }
         }
-        Some(kept) if kept.is_error() => summary.duplicates += 1,
+        Some(kept) if kept.value.is_error() => summary.duplicates += 1,
         Some(kept) => problems.add(
             "conflicting duplicates (one pair scored twice with different results)",
             format!("{key}: {} and {} differ", kept.place, record.place),
@@ -248,16 +168,12 @@ fn check_fingerprints(
     let mut in_order: Vec<(&Key, &Record)> = records.iter().collect();
     in_order.sort_by_key(|(_, r)| r.origin);
     for (key, record) in in_order {
-        let Key::Pair { policy, .. } = key else {
+        let (Key::Pair { policy, .. }, BatchRecord::Scored(scored)) = (key, &record.value) else {
             continue;
         };
-        if record.is_error() {
-            continue;
-        }
-        let fp = record
-            .value
-            .get("system_fingerprint")
-            .and_then(Value::as_str)
+        let fp = scored
+            .system_fingerprint
+            .as_deref()
             .unwrap_or("(none)")
             .to_string();
         seen.entry(policy.clone())
@@ -371,7 +287,7 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<MergeSummary> {
     problems.into_result()?;
 
     summary.written = out.len();
-    summary.errors = out.iter().filter(|r| r.contains_key("error")).count();
+    summary.errors = out.iter().filter(|r| r.is_error()).count();
     write_atomically(&args.output, &out)?;
     Ok(summary)
 }
@@ -437,9 +353,9 @@ fn in_input_order(
     defaults: &Defaults,
     records: &mut HashMap<Key, Record>,
     problems: &mut Problems,
-) -> Vec<Map<String, Value>> {
+) -> Vec<BatchRecord> {
     let mut ids: HashMap<String, usize> = HashMap::new();
-    let mut out: Vec<Map<String, Value>> = Vec::new();
+    let mut out: Vec<BatchRecord> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let number = i + 1;
         if line.trim().is_empty() {
@@ -471,7 +387,7 @@ fn take_expected(
     expected: Expected,
     records: &mut HashMap<Key, Record>,
     problems: &mut Problems,
-) -> Vec<Map<String, Value>> {
+) -> Vec<BatchRecord> {
     let mut found: Vec<Record> = Vec::new();
     for key in expected.keys {
         match records.remove(&key) {
@@ -490,21 +406,20 @@ fn report_unasked(records: &HashMap<Key, Record>, problems: &mut Problems) {
     let mut extra: Vec<&Record> = records.values().collect();
     extra.sort_by_key(|r| r.origin);
     for r in extra {
-        let key = key_of(&r.value).map_or_else(|e| e, |k| k.to_string());
         problems.add(
             "records the input does not ask for (another input, or other --policies?)",
-            format!("{}: {key}", r.place),
+            format!("{}: {}", r.place, r.value.key()),
         );
     }
 }
 
 /// Writes the records as JSONL to a temporary file beside `path`, then renames it over `path`.
-fn write_atomically(path: &Path, records: &[Map<String, Value>]) -> anyhow::Result<()> {
+fn write_atomically(path: &Path, records: &[BatchRecord]) -> anyhow::Result<()> {
     let tmp = path.with_extension("merge-tmp");
     let write = || -> std::io::Result<()> {
         let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         for r in records {
-            serde_json::to_writer(&mut w, r)?;
+            w.write_all(r.to_line().as_bytes())?;
             w.write_all(b"\n")?;
         }
         w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
@@ -541,28 +456,6 @@ impl std::fmt::Display for MergeSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn records_are_known_by_pair_or_line() {
-        let m = |v: Value| v.as_object().unwrap().clone();
-        assert_eq!(
-            key_of(&m(
-                serde_json::json!({"id": "a", "policy": "p", "logprob": -1.0})
-            )),
-            Ok(Key::Pair {
-                id: "\"a\"".into(),
-                policy: "p".into()
-            })
-        );
-        assert_eq!(
-            key_of(&m(
-                serde_json::json!({"line": 4, "error": {"message": "x"}})
-            )),
-            Ok(Key::Line(4))
-        );
-        assert!(key_of(&m(serde_json::json!({"line": 4}))).is_err());
-        assert!(key_of(&m(serde_json::json!({"id": 1}))).is_err());
-    }
 
     #[test]
     fn input_lines_expect_their_pairs_or_their_error_record() {

@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::record::{BatchRecord, ReadLine, id_text, read_records};
 use crate::ratios::summarize;
 
 /// How many of the largest weights are listed per policy.
@@ -65,41 +66,44 @@ pub fn weights_report(
     base: &str,
     same_as_base: &[String],
 ) -> anyhow::Result<WeightsReport> {
-    let text = std::fs::read_to_string(output)?;
-    let lines: Vec<Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let key = |v: &Value| v["id"].to_string();
-    let base_values: HashMap<String, f64> = lines
+    let mut records = Vec::new();
+    read_records(output, |_, _, line| {
+        if let ReadLine::Record(r) = line {
+            records.push(r);
+        }
+        true
+    })?;
+    let base_values: HashMap<String, f64> = records
         .iter()
-        .filter(|l| l["policy"] == base)
-        .filter_map(|l| Some((key(l), l["sampling_logprob"].as_f64()?)))
+        .filter_map(|r| match r {
+            BatchRecord::Scored(s) if s.policy == base => {
+                Some((id_text(&s.id), s.sampling_logprob?))
+            }
+            _ => None,
+        })
         .collect();
     let mut order: Vec<String> = Vec::new();
     let mut per: HashMap<String, Tally> = HashMap::new();
-    for l in &lines {
-        let Some(policy) = l["policy"].as_str() else {
+    for r in &records {
+        let Some(policy) = r.policy().filter(|p| *p != base) else {
             continue;
         };
-        if policy == base {
-            continue;
-        }
         if !per.contains_key(policy) {
             order.push(policy.to_string());
         }
         let entry = per.entry(policy.to_string()).or_default();
         entry.items += 1;
-        if l.get("error").is_some() {
+        let BatchRecord::Scored(s) = r else {
             entry.failures += 1;
             continue;
-        }
-        let ratio = l["sampling_logprob"]
-            .as_f64()
-            .zip(base_values.get(&key(l)))
-            .map(|(p, b)| p - b);
-        if let Some(r) = ratio {
-            entry.ratios.push((key(l), r));
+        };
+        let key = id_text(&s.id);
+        if let Some(r) = s
+            .sampling_logprob
+            .zip(base_values.get(&key))
+            .map(|(p, b)| p - b)
+        {
+            entry.ratios.push((key, r));
         }
     }
     let policies = order
@@ -192,13 +196,20 @@ mod tests {
     fn a_clone_with_any_nonzero_ratio_is_flagged_and_numbers_follow_the_definitions() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.jsonl");
+        let scored = |id: Value, policy: &str, sampling_logprob: f64| {
+            serde_json::json!({"id": id, "policy": policy, "logprob": sampling_logprob,
+                "sampling_logprob": sampling_logprob, "temperature": 1.0, "prompt_tokens": 1,
+                "response_tokens": 1, "cached": false, "system_fingerprint": "fp"})
+            .to_string()
+        };
+        let b = || Value::from("b");
         let lines = [
-            r#"{"id": 1, "policy": "p0", "sampling_logprob": -2.0}"#,
-            r#"{"id": 1, "policy": "clone", "sampling_logprob": -2.0}"#,
-            r#"{"id": 1, "policy": "hot", "sampling_logprob": -1.0}"#,
-            r#"{"id": "b", "policy": "p0", "sampling_logprob": -3.0}"#,
-            r#"{"id": "b", "policy": "clone", "sampling_logprob": -2.5}"#,
-            r#"{"id": "b", "policy": "hot", "error": {"message": "x"}}"#,
+            scored(1.into(), "p0", -2.0),
+            scored(1.into(), "clone", -2.0),
+            scored(1.into(), "hot", -1.0),
+            scored(b(), "p0", -3.0),
+            scored(b(), "clone", -2.5),
+            r#"{"id": "b", "policy": "hot", "error": {"message": "x"}}"#.to_string(),
         ];
         std::fs::write(&out, lines.join("\n") + "\n").unwrap();
         let r = weights_report(&out, "p0", &["clone".to_string()]).unwrap();

@@ -8,13 +8,15 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::record::{BatchRecord, ErrorText, ReadLine, RecordKey, Scored, id_text, read_records};
+use super::weights::{WeightsReport, weights_report};
 use crate::config::Config;
 use crate::engine::{Engine, ItemInput, ScoreOptions};
 use crate::input::{WireItem, fields_of, from_object, reject_unknown};
@@ -63,51 +65,54 @@ pub struct ScoreSummary {
     pub errors: usize,
     pub skipped: usize,
     /// With `--base`: the importance-weight summary of the whole output file.
-    pub weights: Option<crate::weights_report::WeightsReport>,
+    pub weights: Option<WeightsReport>,
 }
 
-fn id_key(id: &Value, policy: &str) -> String {
-    format!("{id}\u{0}{policy}")
-}
-
-/// Key of a line that could not be read (it has no id or policy to be known by).
-fn line_key(number: usize) -> String {
-    format!("\u{0}line {number}")
-}
-
-/// Reads the (id, policy) pairs already in `output` and cuts off a torn last line (an interrupted write).
+/// Reads the records already in `output` (what a rerun skips) and cuts off a torn last line (an interrupted
+/// write); a complete line that is not a record stops the run rather than being overwritten.
 fn resume_state(
     output: &Path,
     base: Option<&str>,
-) -> anyhow::Result<(HashSet<String>, BaseValues)> {
+) -> anyhow::Result<(HashSet<RecordKey>, BaseValues)> {
     let mut done = HashSet::new();
     let mut base_values = BaseValues::new();
-    let Ok(file) = File::open(output) else {
+    if !output.exists() {
         return Ok((done, base_values));
-    };
+    }
     let mut good_len = 0u64;
-    let mut reader = BufReader::new(file);
-    let mut buf = String::new();
-    loop {
-        buf.clear();
-        let n = reader.read_line(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        let complete = buf.ends_with('\n');
-        match serde_json::from_str::<Value>(buf.trim_end()) {
-            Ok(v) if complete => {
-                if base.is_some() && v["policy"].as_str() == base {
-                    base_values.insert(v["id"].to_string(), v["sampling_logprob"].as_f64());
-                }
-                match v["policy"].as_str() {
-                    Some(policy) => done.insert(id_key(&v["id"], policy)),
-                    None => done.insert(line_key(v["line"].as_u64().unwrap_or(0) as usize)),
-                };
-                good_len += n as u64;
+    let mut unknown = None;
+    read_records(output, |number, len, line| match line {
+        ReadLine::Record(r) => {
+            if let BatchRecord::Scored(s) = &r
+                && Some(s.policy.as_str()) == base
+            {
+                base_values.insert(id_text(&s.id), s.sampling_logprob);
             }
-            _ => break,
+            done.insert(r.key());
+            good_len += len as u64;
+            true
         }
+        ReadLine::Unknown(why) => {
+            unknown = Some((number, why));
+            false
+        }
+        ReadLine::Garbled => {
+            unknown = Some((number, "not a JSON object".to_string()));
+            false
+        }
+        ReadLine::Blank => {
+            good_len += len as u64;
+            true
+        }
+        ReadLine::Torn => false,
+    })
+    .with_context(|| format!("cannot read {}", output.display()))?;
+    if let Some((number, why)) = unknown {
+        bail!(
+            "{}: line {number} is not a line `score` writes ({why}); not resuming into it: pass another \
+             --output or remove that line",
+            output.display()
+        );
     }
     let file = OpenOptions::new().write(true).open(output)?;
     file.set_len(good_len)?;
@@ -119,19 +124,21 @@ type BaseValues = std::collections::HashMap<String, Option<f64>>;
 
 /// Adds `log_ratio` (sampling_logprob − the base's for the same id) to the records of the other policies,
 /// learning the base's values from `records` first; `null` where either side has no value.
-fn add_log_ratios(records: &mut [Value], base: &str, base_values: &mut BaseValues) {
-    for r in records.iter().filter(|r| r["policy"] == base) {
-        base_values.insert(r["id"].to_string(), r["sampling_logprob"].as_f64());
+fn add_log_ratios(records: &mut [BatchRecord], base: &str, base_values: &mut BaseValues) {
+    for r in records.iter() {
+        if let BatchRecord::Scored(s) = r
+            && s.policy == base
+        {
+            base_values.insert(id_text(&s.id), s.sampling_logprob);
+        }
     }
     for r in records.iter_mut() {
-        if r["policy"] == base || r.get("error").is_some() || r.get("policy").is_none() {
-            continue;
+        if let BatchRecord::Scored(s) = r
+            && s.policy != base
+        {
+            let base_value = base_values.get(&id_text(&s.id)).copied().flatten();
+            s.log_ratio = Some(s.sampling_logprob.zip(base_value).map(|(p, b)| p - b));
         }
-        let ratio = r["sampling_logprob"]
-            .as_f64()
-            .zip(base_values.get(&r["id"].to_string()).copied().flatten())
-            .map(|(p, b)| p - b);
-        r["log_ratio"] = json!(ratio);
     }
 }
 
@@ -307,14 +314,14 @@ fn progress_bar(shown: bool, lines: usize) -> indicatif::ProgressBar {
 /// nothing written), counting them and their errors.
 fn write_records(
     out: &mut File,
-    records: Vec<Value>,
+    records: Vec<BatchRecord>,
     summary: &mut ScoreSummary,
 ) -> anyhow::Result<()> {
     for record in records {
-        if record.get("error").is_some() {
+        if record.is_error() {
             summary.errors += 1;
         }
-        serde_json::to_writer(&mut *out, &record)?;
+        out.write_all(record.to_line().as_bytes())?;
         out.write_all(b"\n")?;
         summary.written += 1;
     }
@@ -328,9 +335,8 @@ fn write_weights_summary(
     cfg: &Config,
     args: &ScoreArgs,
     base: &str,
-) -> anyhow::Result<crate::weights_report::WeightsReport> {
-    let report =
-        crate::weights_report::weights_report(&args.output, base, &cfg.configured_like(base))?;
+) -> anyhow::Result<WeightsReport> {
+    let report = weights_report(&args.output, base, &cfg.configured_like(base))?;
     let path = args.summary.clone().unwrap_or_else(|| {
         let mut p = args.output.clone().into_os_string();
         p.push(".summary.json");
@@ -347,34 +353,34 @@ fn write_weights_summary(
 /// get no record, so a rerun retries them).
 async fn score_chunk(
     lines: &[(usize, Result<Line, String>)],
-    done: &HashSet<String>,
+    done: &HashSet<RecordKey>,
     args: &ScoreArgs,
     summary: &mut ScoreSummary,
-) -> (Vec<Value>, Option<ServeError>) {
-    let mut records: Vec<Option<Value>> = Vec::new();
+) -> (Vec<BatchRecord>, Option<ServeError>) {
+    let mut records: Vec<Option<BatchRecord>> = Vec::new();
     let mut pending: Vec<Pending> = Vec::new();
     for (line_number, line) in lines {
         let line = match line {
             Ok(l) => l,
-            Err(_) if done.contains(&line_key(*line_number)) => {
+            Err(_) if done.contains(&RecordKey::Line(*line_number as u64)) => {
                 summary.skipped += 1;
                 continue;
             }
             Err(e) => {
-                records.push(Some(json!({"line": line_number, "error": {"message": e}})));
+                records.push(Some(BatchRecord::Unreadable(super::record::Unreadable {
+                    line: *line_number as u64,
+                    error: ErrorText::new(e.as_str()),
+                })));
                 continue;
             }
         };
         for policy in &line.policies {
-            if done.contains(&id_key(&line.id, policy.name())) {
+            if done.contains(&RecordKey::pair(&line.id, policy.name())) {
                 summary.skipped += 1;
                 continue;
             }
             match &line.input {
-                Err(e) => records.push(Some(with_error(
-                    json!({"id": line.id, "policy": policy.name()}),
-                    e,
-                ))),
+                Err(e) => records.push(Some(failed(&line.id, policy.name(), e))),
                 Ok(input) => {
                     pending.push(Pending {
                         slot: records.len(),
@@ -425,9 +431,13 @@ async fn score_chunk(
     (records.into_iter().flatten().collect(), stop)
 }
 
-fn with_error(mut base: Value, message: &str) -> Value {
-    base["error"] = json!({"message": message});
-    base
+/// The record of a pair that could not be scored.
+fn failed(id: &Value, policy: &str, message: &str) -> BatchRecord {
+    BatchRecord::Failed(super::record::Failed {
+        id: id.clone(),
+        policy: policy.to_string(),
+        error: ErrorText::new(message),
+    })
 }
 
 /// A (line, policy) pair waiting for its score, and where its record goes.
@@ -442,27 +452,23 @@ fn result_record(
     p: &Pending,
     result: Result<ItemReport, ServeError>,
     token_logprobs: bool,
-) -> Value {
+) -> BatchRecord {
     let name = p.policy.name();
     match result {
-        Err(e) => with_error(json!({"id": p.id, "policy": name}), &e.to_string()),
-        Ok(r) => {
-            let mut v = json!({
-                "id": p.id,
-                "policy": name,
-                "logprob": r.logprob,
-                "sampling_logprob": r.sampling_logprob,
-                "temperature": p.policy.temperature(),
-                "prompt_tokens": r.prompt_tokens,
-                "response_tokens": r.response_tokens,
-                "cached": r.cached,
-                "system_fingerprint": r.system_fingerprint,
-            });
-            if token_logprobs {
-                v["token_ids"] = r.tokens.iter().map(|t| t.token_id).collect();
-                v["token_logprobs"] = r.tokens.iter().map(|t| t.logprob).collect();
-            }
-            v
-        }
+        Err(e) => failed(&p.id, name, &e.to_string()),
+        Ok(r) => BatchRecord::Scored(Scored {
+            id: p.id.clone(),
+            policy: name.to_string(),
+            logprob: r.logprob,
+            sampling_logprob: r.sampling_logprob,
+            temperature: p.policy.temperature(),
+            prompt_tokens: r.prompt_tokens,
+            response_tokens: r.response_tokens,
+            cached: r.cached,
+            system_fingerprint: r.system_fingerprint,
+            token_ids: token_logprobs.then(|| r.tokens.iter().map(|t| t.token_id).collect()),
+            token_logprobs: token_logprobs.then(|| r.tokens.iter().map(|t| t.logprob).collect()),
+            log_ratio: None,
+        }),
     }
 }
