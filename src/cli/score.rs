@@ -6,12 +6,7 @@ use std::time::Instant;
 
 use llama_scorer::batch::score::{ScoreArgs, ScoreSummary};
 use llama_scorer::config::{CacheSection, Config, Overrides, ServerSection, ThroughServer};
-<<<<<<< HEAD
-use llama_scorer::batch::score::{ScoreArgs, ScoreSummary};
 use llama_scorer::shard::{SchedulerEnv, ShardSpec};
-=======
-use llama_scorer::shard::{JOB_INDEX_ENV, ShardSpec};
->>>>>>> batch
 
 use super::{CpuThreads, exit_with, usage_error};
 
