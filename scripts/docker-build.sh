@@ -36,11 +36,31 @@ cmd_deps() {
   command -v cargo >/dev/null 2>&1 || { log "cargo not found: the builder image must provide Rust"; exit 1; }
 }
 
+# llama.cpp's CMake build, kept in the target dir between builds, keeps the CUDA architectures of its first
+# configure even when CMAKE_CUDA_ARCHITECTURES changes: drop its CMake cache then (objects whose compile
+# commands are unchanged, the CPU variants, are not rebuilt) and cargo's record of its build script (which does
+# not watch that variable), so that the script runs again.
+forget_other_cuda_architectures() {
+  [ -n "${CMAKE_CUDA_ARCHITECTURES:-}" ] || return 0
+  local build stamp
+  for build in "${CARGO_TARGET_DIR:-target}"/release/build/llama-cpp-sys-2-*/out/build; do
+    [ -d "$build" ] || continue
+    stamp=$build/.cuda-architectures
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$CMAKE_CUDA_ARCHITECTURES" ]; then
+      log "CUDA architectures now $CMAKE_CUDA_ARCHITECTURES: reconfiguring $build"
+      rm -f "$build/CMakeCache.txt"
+      rm -rf "${CARGO_TARGET_DIR:-target}"/release/.fingerprint/llama-cpp-sys-2-*
+    fi
+    echo "$CMAKE_CUDA_ARCHITECTURES" > "$stamp"
+  done
+}
+
 cmd_build() {
   local features=${1:-}
   local args=(build --release --locked)
   [ -z "$features" ] || args+=(--features "$features")
   [ -z "${BUILD_JOBS:-}" ] || args+=(--jobs "$BUILD_JOBS")
+  forget_other_cuda_architectures
   log "cargo ${args[*]} (target dir ${CARGO_TARGET_DIR:-target})"
   cargo "${args[@]}"
 }

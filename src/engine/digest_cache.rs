@@ -37,10 +37,15 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 /// What identifies one version of a file on this machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileKey {
+    /// The file system's device number.
     pub device: u64,
+    /// The inode: a replacement renamed over the path has another.
     pub inode: u64,
+    /// Length in bytes.
     pub size: u64,
+    /// Last modification, ns since the epoch (settable by the owner, hence the ctime too).
     pub mtime_ns: i64,
+    /// Last status change, ns since the epoch (moves on every write, rename or `touch`; not settable).
     pub ctime_ns: i64,
 }
 

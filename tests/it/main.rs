@@ -8,6 +8,7 @@ mod common;
 mod compat;
 mod determinism;
 mod devices;
+mod digest_cache;
 mod errors;
 mod fleet;
 mod fuzz_http;
