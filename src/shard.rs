@@ -278,7 +278,8 @@ mod tests {
             ShardSpec::parse("auto/16", &slurm(["15", "0", "1", "16", "15"])),
             shard(15, 16)
         );
-        // --array=1-8 (1-based ids) and --array=10-24:2 (a step): ranks, not ids.
+        // --array=1-8 (1-based ids) and --array=10-24:2 (a step; these are the values SLURM 22.05 sets in
+        // its task 14): ranks, not ids.
         assert_eq!(
             ShardSpec::parse("auto", &slurm(["1", "1", "1", "8", "8"])),
             shard(0, 8)
