@@ -11,6 +11,7 @@ pub mod merge_cmd;
 pub mod ratios;
 pub mod remote;
 pub mod report;
+pub mod request_budget;
 pub mod request_policy;
 pub mod score_cmd;
 pub mod served;
