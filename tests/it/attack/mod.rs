@@ -7,6 +7,9 @@
 #[allow(dead_code)]
 mod harness;
 
+mod budget;
+mod upstream;
+
 use std::time::Duration;
 
 use harness::{Target, TargetOptions, one_at_a_time};
