@@ -61,7 +61,7 @@ fn attack_budget_prompts_times_n_over_the_batch_limit_is_refused_at_once() {
     let mut target = Target::start(TargetOptions::default());
     let watch = target.watch();
     let prompts: Vec<String> = (0..200)
-        .map(|i| format!("prompt {i} ").repeat(60))
+        .map(|i| format!("prompt {i} ").repeat(110))
         .collect();
     let stops: Vec<String> = (0..16).map(|i| format!("{i}").repeat(1000)).collect();
     let body =
