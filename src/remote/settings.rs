@@ -184,10 +184,14 @@ mod tests {
         assert_eq!(ls.resolved_base_url().unwrap(), "http://h:1");
         ls.base_url = Some("h:1".into());
         assert!(ls.validate().is_err());
-        for with_credentials in ["http://user:pass@h:1", "https://key@h:1/v1", "http://u:p@h"] {
+        for with_credentials in [
+            "http://user:s3cret@h:1",
+            "https://s3cret@h:1/v1",
+            "http://u:s3cret@h",
+        ] {
             ls.base_url = Some(with_credentials.into());
             let e = ls.validate().unwrap_err();
-            assert!(e.contains("api_key_env") && !e.contains("pass"), "{e}");
+            assert!(e.contains("api_key_env") && !e.contains("s3cret"), "{e}");
         }
         // An `@` past the host is a path, not credentials.
         ls.base_url = Some("http://h:1/v1/a@b".into());
