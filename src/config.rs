@@ -107,6 +107,8 @@ struct PolicyEntry {
     timeout_secs: Option<u64>,
     max_retries: Option<u32>,
     max_concurrency: Option<usize>,
+    /// Remote providers: the largest upstream answer read, in bytes (default 64 MiB).
+    max_answer_bytes: Option<usize>,
     temperature: Option<f64>,
     seed: Option<u64>,
     n_ctx: Option<u32>,
@@ -326,6 +328,7 @@ impl Config {
             timeout_secs: None,
             max_retries: None,
             max_concurrency: None,
+            max_answer_bytes: None,
             temperature: None,
             seed: None,
             n_ctx: None,
@@ -572,6 +575,7 @@ fn validate_policy(name: &str, e: PolicyEntry, base: &Path) -> Result<Validated,
         ("timeout_secs", e.timeout_secs.is_some()),
         ("max_retries", e.max_retries.is_some()),
         ("max_concurrency", e.max_concurrency.is_some()),
+        ("max_answer_bytes", e.max_answer_bytes.is_some()),
     ];
     if let Some((f, _)) = remote_only.iter().find(|(_, set)| *set) {
         return Err(field(
@@ -661,6 +665,9 @@ fn validate_remote(
     }
     if let Some(c) = e.max_concurrency {
         remote.max_concurrency = c;
+    }
+    if let Some(b) = e.max_answer_bytes {
+        remote.max_answer_bytes = b;
     }
     remote
         .validate()
@@ -756,10 +763,16 @@ fn remote_settings_error(name: &str, m: &str) -> ConfigError {
     let m = m
         .trim_start_matches(&format!("remote policy `{name}`: "))
         .to_string();
-    let f = ["base_url", "model", "timeout", "max_concurrency"]
-        .into_iter()
-        .find(|f| m.contains(f))
-        .map_or("model", |f| if f == "timeout" { "timeout_secs" } else { f });
+    let f = [
+        "base_url",
+        "model",
+        "timeout",
+        "max_concurrency",
+        "max_answer_bytes",
+    ]
+    .into_iter()
+    .find(|f| m.contains(f))
+    .map_or("model", |f| if f == "timeout" { "timeout_secs" } else { f });
     policy_field(name, f, m)
 }
 

@@ -12,6 +12,7 @@ pub mod listener;
 pub mod ratios;
 pub mod remote;
 pub mod report;
+pub mod request_budget;
 pub mod request_policy;
 pub mod served;
 pub mod server;

@@ -98,7 +98,7 @@ impl From<ScoreError> for ApiError {
         let message = e.to_string();
         match e {
             ScoreError::InvalidInput { field, message } => ApiError::invalid(field, message),
-            ScoreError::TooLong { field, .. } => ApiError {
+            ScoreError::TooLong { field, .. } | ScoreError::TextTooLong { field, .. } => ApiError {
                 code: "context_length_exceeded",
                 param: Some(field),
                 message,

@@ -19,6 +19,7 @@ use crate::engine::{ItemInput, ScoreOptions};
 use crate::input::{WireItem, WireMessage};
 use crate::ratios::{LogRatio, log_ratio};
 use crate::report::{ItemReport, TokenReport};
+use crate::request_budget::check_policy_list;
 use crate::request_policy::{MAX_TOP_LOGPROBS, check_temperature, check_top_logprobs};
 use crate::served::{ScoreRequest, Scores, ServedPolicy, score_together};
 
@@ -168,7 +169,7 @@ pub async fn logprobs(
 ) -> Result<impl IntoResponse, ApiError> {
     let body_bytes = body.as_ref().map_or(0, |b| b.len());
     let mut req: LogprobsRequest = parse(body)?;
-    let names = policy_names(&req)?;
+    let names = policy_names(&req, state.policies.all().len())?;
     let policies = resolve_policies(&state, &req, &names)?;
     let top_logprobs = check_top_logprobs(req.top_logprobs, MAX_TOP_LOGPROBS)
         .map_err(|m| ApiError::invalid("top_logprobs", m))?;
@@ -337,23 +338,19 @@ fn item_major(
     data
 }
 
-/// The policies a request names: `model`, or `models` (distinct, non-empty), with `base` added when not
-/// among them.
-fn policy_names(req: &LogprobsRequest) -> Result<Vec<String>, ApiError> {
+/// The policies a request names: `model`, or `models` (distinct, non-empty, no more than the `served`
+/// policies), with `base` added when not among them.
+fn policy_names(req: &LogprobsRequest, served: usize) -> Result<Vec<String>, ApiError> {
     let mut names = match (&req.model, &req.models) {
         (Some(m), None) => vec![m.clone()],
         (None, Some(ms)) => {
             if ms.is_empty() {
                 return Err(ApiError::invalid("models", "must not be empty"));
             }
-            for (i, m) in ms.iter().enumerate() {
-                if ms[..i].contains(m) {
-                    return Err(ApiError::invalid(
-                        format!("models[{i}]"),
-                        format!("`{m}` is listed twice"),
-                    ));
-                }
-            }
+            check_policy_list(ms, served).map_err(|(i, m)| match i {
+                Some(i) => ApiError::invalid(format!("models[{i}]"), m),
+                None => ApiError::invalid("models", m),
+            })?;
             ms.clone()
         }
         (Some(_), Some(_)) => {

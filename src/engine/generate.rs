@@ -29,15 +29,16 @@ pub struct GenerateOptions {
     /// 0 = off.
     pub min_p: f64,
     pub seed: u32,
-    /// Generation ends before the first occurrence of any of these.
-    pub stop: Vec<String>,
+    /// Generation ends before the first occurrence of any of these (shared: the same for every choice of
+    /// a request, so a request's choices hold one copy).
+    pub stop: Arc<[String]>,
     /// 1 = off (llama.cpp's repeat penalty over the generated tokens).
     pub repetition_penalty: f64,
     /// 0 = off (OpenAI's frequency and presence penalties over the generated tokens).
     pub frequency_penalty: f64,
     pub presence_penalty: f64,
-    /// Added to the logits of these tokens before sampling.
-    pub logit_bias: Vec<(TokenId, f32)>,
+    /// Added to the logits of these tokens before sampling (shared, as `stop`).
+    pub logit_bias: Arc<[(TokenId, f32)]>,
 }
 
 /// How many generated tokens the penalties look back over.
@@ -206,7 +207,7 @@ pub fn run(session: &mut Session<'_, '_>, job: &GenerateJob) -> Result<(), Score
         job.events
             .blocking_send(GenEvent::Token(score))
             .map_err(|_| gone())?;
-        if let Some(at) = find_stop(&text, &job.options.stop, before) {
+        if let Some(at) = find_stop(&text, &job.options.stop[..], before) {
             return done(FinishReason::Stop, at);
         }
         let pos = p + i;

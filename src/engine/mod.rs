@@ -24,11 +24,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use backend::{DeviceInfo, Devices, devices, set_backends_dir, set_cpu_variant};
-pub use model::{LoadedModel, ModelInfo, Scored};
+pub use model::{LoadedModel, ModelInfo, QueuePlace, Scored};
 pub use policy::Policy;
 pub use settings::{CacheSettings, DEFAULT_N_CTX, EngineSettings, PolicySettings};
 pub use types::*;
-pub use worker::HOLD_ENV;
+pub use worker::{HOLD_ENV, PANIC_ENV};
 
 /// A start-up failure, naming the policy or model it concerns.
 #[derive(Debug, thiserror::Error)]

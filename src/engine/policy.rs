@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::chat_template::{ChatMessage, ChatTemplate, render_policy_prompt};
 use super::generate::{GenEvent, GenerateOptions};
-use super::model::{LoadedModel, Scored};
+use super::model::{LoadedModel, QueuePlace, Scored};
 use super::schedule::JobOptions;
 use super::settings::{PolicySettings, default_n_ctx};
 use super::types::{ItemInput, PreparedItem, PromptInput, ResponseInput, ScoreError, ScoreOptions};
@@ -83,12 +83,16 @@ impl Policy {
         let model = &self.model;
         let vocab = &model.vocab;
         let (tokens, field) = match prompt {
-            PromptInput::Text(text) => (vocab.tokenize_prompt(&model.llama, text), "prompt"),
+            PromptInput::Text(text) => {
+                self.check_text_fits(text, "prompt")?;
+                (vocab.tokenize_prompt(&model.llama, text), "prompt")
+            }
             PromptInput::Messages(messages) => {
                 if messages.is_empty() {
                     return Err(ScoreError::invalid("messages", "must not be empty"));
                 }
                 let text = self.render_chat(messages)?;
+                self.check_text_fits(&text, "messages")?;
                 (vocab.tokenize_prompt(&model.llama, &text), "messages")
             }
             PromptInput::TokenIds(raw) => (
@@ -104,6 +108,21 @@ impl Policy {
             ));
         }
         Ok((tokens, field))
+    }
+
+    /// Refuses a text whose byte length alone shows it has more tokens than the context holds, before
+    /// tokenizing it (see [`Vocabulary::min_tokens_of`]).
+    fn check_text_fits(&self, text: &str, field: &str) -> Result<(), ScoreError> {
+        match self.model.vocab.min_tokens_of(text.len()) {
+            Some(min_tokens) if min_tokens > self.n_ctx => Err(ScoreError::TextTooLong {
+                field: field.into(),
+                bytes: text.len(),
+                min_tokens,
+                limit: self.n_ctx,
+                policy: self.name.clone(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// A prompt alone (for generation, or for scoring its own tokens with echo), checked against n_ctx.
@@ -137,10 +156,12 @@ impl Policy {
         let prompt_len = tokens.len();
         let (response, field) = match &item.response {
             ResponseInput::Text(text) => (
-                self.model
-                    .vocab
-                    .tokenize_response(&self.model.llama, text)
-                    .map_err(|m| ScoreError::invalid("response", m))?,
+                {
+                    self.check_text_fits(text, "response")?;
+                    &self.model.vocab
+                }
+                .tokenize_response(&self.model.llama, text)
+                .map_err(|m| ScoreError::invalid("response", m))?,
                 "response",
             ),
             ResponseInput::TokenIds(raw) => (
@@ -176,16 +197,23 @@ impl Policy {
         })
     }
 
-    /// Starts generating a continuation of `prompt` on this policy's model (see [`LoadedModel::generate`]).
+    /// Reserves `n` places in this policy's model queue, all or none (see [`LoadedModel::reserve`]).
+    pub fn reserve(&self, n: usize) -> Result<Vec<QueuePlace>, ScoreError> {
+        self.model.reserve(n).map_err(|e| e.for_policy(&self.name))
+    }
+
+    /// Starts generating a continuation of `prompt` on this policy's model in a reserved place (see
+    /// [`LoadedModel::generate`]).
     pub async fn generate(
         &self,
         prompt: Arc<PreparedItem>,
         options: GenerateOptions,
         echo: bool,
         top_logprobs: usize,
+        place: QueuePlace,
     ) -> Result<tokio::sync::mpsc::Receiver<GenEvent>, ScoreError> {
         self.model
-            .generate(prompt, options, echo, top_logprobs)
+            .generate(prompt, options, echo, top_logprobs, place)
             .await
             .map_err(|e| e.for_policy(&self.name))
     }

@@ -158,6 +158,18 @@ pub enum ScoreError {
         limit: usize,
         policy: String,
     },
+    /// A text whose length alone shows it cannot fit the policy's context: refused before tokenizing it.
+    #[error(
+        "{field}: the text of {bytes} bytes has at least {min_tokens} tokens, more than n_ctx = {limit} \
+         of policy `{policy}`"
+    )]
+    TextTooLong {
+        field: String,
+        bytes: usize,
+        min_tokens: usize,
+        limit: usize,
+        policy: String,
+    },
     /// The model's queue is full; retry after the given number of seconds. Named by the policy the client
     /// asked for: messages to clients never carry server paths or file names (logs may).
     #[error(
@@ -226,6 +238,19 @@ impl ScoreError {
                 tokens,
                 prompt_tokens,
                 response_tokens,
+                limit,
+                policy,
+            },
+            ScoreError::TextTooLong {
+                field,
+                bytes,
+                min_tokens,
+                limit,
+                policy,
+            } => ScoreError::TextTooLong {
+                field: rename(field),
+                bytes,
+                min_tokens,
                 limit,
                 policy,
             },

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::{LlamaModel, VocabType};
 use llama_cpp_2::token::LlamaToken;
 
 /// A token id as used throughout the engine (llama.cpp's `llama_token`).
@@ -29,6 +29,11 @@ pub struct Vocabulary {
     /// BOS and EOS as text, for chat templates (`bos_token`, `eos_token`).
     pub bos_text: String,
     pub eos_text: String,
+    /// The longest token's bytes, when every token of this tokenizer covers at most its own bytes of the
+    /// input (byte-level BPE and SentencePiece, which drop nothing): then a text of `b` bytes has at least
+    /// ⌈b / longest⌉ tokens and can be refused as too long without tokenizing it. `None` for tokenizers
+    /// that may drop input (WordPiece's whitespace, Unigram's normalizer).
+    longest_piece: Option<usize>,
     /// Recent tokenizations by (control tokens parsed?, text): repeated prompts and responses — the same
     /// item under several policies, cache hits — skip llama.cpp's tokenizer.
     recent: moka::sync::Cache<(bool, Arc<str>), Arc<[TokenId]>>,
@@ -61,7 +66,14 @@ impl Vocabulary {
             .filter(|&t| vocab.is_eog(t))
             .map(|t| t.0)
             .collect();
+        // llama-cpp-2 knows only BPE and SPM by name and panics on the others: those get no bound.
+        let keeps_every_byte =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vocab.vocab_type()))
+                .is_ok_and(|t| matches!(t, VocabType::BPE | VocabType::SPM));
+        let longest_piece =
+            keeps_every_byte.then(|| pieces.iter().map(|p| p.len()).max().unwrap_or(0).max(1));
         Vocabulary {
+            longest_piece,
             recent: moka::sync::Cache::builder()
                 .max_capacity(RECENT_TOKENIZATIONS_BYTES)
                 .weigher(|k: &(bool, Arc<str>), v: &Arc<[TokenId]>| {
@@ -103,6 +115,12 @@ impl Vocabulary {
                 self.pieces.len()
             ))
         }
+    }
+
+    /// The fewest tokens a text of `bytes` bytes can tokenize into, when this tokenizer bounds it (see
+    /// `longest_piece`): a cheap check before tokenizing a text that cannot fit a context anyway.
+    pub fn min_tokens_of(&self, bytes: usize) -> Option<usize> {
+        self.longest_piece.map(|l| bytes.div_ceil(l))
     }
 
     /// Whether llama.cpp treats `id` as ending generation (EOS, EOT and their kin).
@@ -175,4 +193,72 @@ fn raw_tokenize(model: &LlamaModel, text: &str, parse_special: bool) -> Vec<Toke
         .into_iter()
         .map(|t| t.0)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The byte bound on token counts, checked against llama.cpp's own tokenizer on the real test models.
+
+    use std::sync::OnceLock;
+
+    use llama_cpp_2::model::params::LlamaModelParams;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::engine::backend::backend;
+    use crate::fuzz_strategies::hostile_text;
+
+    /// The test models' folder, as tests/support/models.rs finds it (a `#[path]` cannot reach it from an
+    /// inline module of a file in a folder).
+    fn model_path(file: &str) -> std::path::PathBuf {
+        std::env::var_os("LLAMA_SCORER_MODELS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
+            .join(file)
+    }
+
+    /// Each test model's tokenizer alone (vocab_only: no weights), loaded once.
+    fn models() -> &'static [(LlamaModel, Vocabulary)] {
+        static MODELS: OnceLock<Vec<(LlamaModel, Vocabulary)>> = OnceLock::new();
+        MODELS.get_or_init(|| {
+            [
+                "SmolLM2-135M-Instruct.Q4_1.gguf",
+                "gemma-3-270m-q4_k_m.gguf",
+            ]
+            .into_iter()
+            .map(|file| {
+                let params = LlamaModelParams::default().with_vocab_only(true);
+                let model =
+                    LlamaModel::load_from_file(backend().unwrap(), model_path(file), &params)
+                        .unwrap();
+                let vocab = Vocabulary::from_model(&model);
+                (model, vocab)
+            })
+            .collect()
+        })
+    }
+
+    #[test]
+    fn both_test_tokenizers_have_a_byte_bound() {
+        for (_, vocab) in models() {
+            assert!(vocab.longest_piece.is_some_and(|l| l >= 1));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// ⌈bytes / longest token's bytes⌉ never exceeds the token count, so refusing a text on it never
+        /// refuses one that would have fitted.
+        #[test]
+        fn a_texts_bytes_bound_its_tokens_from_below(text in hostile_text()) {
+            for (model, vocab) in models() {
+                let tokens = raw_tokenize(model, &text, true).len();
+                let bound = vocab.min_tokens_of(text.len()).unwrap();
+                prop_assert!(bound <= tokens, "{} bytes: bound {} > {} tokens", text.len(), bound, tokens);
+                let plain = raw_tokenize(model, &text, false).len();
+                prop_assert!(bound <= plain, "{} bytes: bound {} > {} plain tokens", text.len(), bound, plain);
+            }
+        }
+    }
 }

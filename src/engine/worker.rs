@@ -116,6 +116,8 @@ pub fn run(
     };
     let mut batch: LlamaBatch<'static> = LlamaBatch::new(shared.settings.chunk as usize, 1);
     let hold = std::env::var_os(HOLD_ENV).map(std::path::PathBuf::from);
+    let panic_marker = std::env::var(PANIC_ENV).ok();
+    let panic_marker = panic_marker.as_deref();
     let label = shared.label.to_string();
     while let Some(Job {
         work,
@@ -147,7 +149,7 @@ pub fn run(
             n_ctx: shared.settings.n_ctx as usize,
             vocab: &shared.vocab,
         };
-        match work {
+        let panicked = match work {
             Work::Score {
                 item,
                 options,
@@ -161,17 +163,75 @@ pub fn run(
                     reply,
                     waited,
                 };
-                run_scoring(&mut session, &shared, &label, job, busy);
+                run_scoring(&mut session, &shared, &label, job, busy, panic_marker)
             }
             Work::Generate(job) => {
                 let started = std::time::Instant::now();
-                if let Err(e) = generate::run(&mut session, &job) {
+                let (result, panicked) = guarded(|| {
+                    test_panic(panic_marker, &job.prompt, &shared.vocab);
+                    generate::run(&mut session, &job)
+                });
+                if let Err(e) = result {
                     let _ = job.events.blocking_send(GenEvent::Error(e));
                 }
                 metrics::histogram!("llama_scorer_compute_seconds", "model" => label.clone(), "kind" => "generate")
                     .record(started.elapsed().as_secs_f64());
+                panicked
             }
             Work::Stop => unreachable!("handled before the abandoned check"),
+        };
+        if let Some(message) = panicked {
+            metrics::counter!("llama_scorer_inference_panics_total", "model" => label.clone())
+                .increment(1);
+            tracing::error!(model = %label, panic = %message, "an inference job panicked; it failed and this thread goes on with a fresh context");
+            // The context may have been left mid-decode: the next job starts from a fresh one.
+            drop(ctx);
+            ctx = match create_context(&shared.model, shared.settings) {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    tracing::error!(model = %label, error = %e, "no fresh context after a panic; this inference thread stops");
+                    return;
+                }
+            };
+            batch = LlamaBatch::new(shared.settings.chunk as usize, 1);
+        }
+    }
+}
+
+/// Test hook: when this environment variable is set, a job whose prompt text contains its value panics on
+/// the inference thread, so tests can check that a panic fails only that job. Read once per thread at
+/// start-up; unset (production), no prompt is looked at.
+pub const PANIC_ENV: &str = "LLAMA_SCORER_TEST_PANIC_MARKER";
+
+/// Panics when the test hook is on and `item`'s prompt contains the marker (see [`PANIC_ENV`]).
+fn test_panic(marker: Option<&str>, item: &PreparedItem, vocab: &Vocabulary) {
+    let Some(marker) = marker else { return };
+    let text: Vec<u8> = item.tokens[..item.prompt_len]
+        .iter()
+        .flat_map(|&t| vocab.piece(t).iter().copied())
+        .collect();
+    if String::from_utf8_lossy(&text).contains(marker) {
+        panic!("test panic: the prompt contains the marker of {PANIC_ENV}");
+    }
+}
+
+/// Runs a job's computation with a panic guard: a panic becomes an internal error for that job (a 500)
+/// and its message is returned, so the thread replaces its context and lives on.
+fn guarded<T>(
+    work: impl FnOnce() -> Result<T, ScoreError>,
+) -> (Result<T, ScoreError>, Option<String>) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(result) => (result, None),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            let error = ScoreError::Internal(
+                "the inference thread failed on this job (it goes on serving others)".into(),
+            );
+            (Err(error), Some(message))
         }
     }
 }
@@ -195,24 +255,29 @@ struct ScoringJob {
 }
 
 /// Scores one item on this thread's context, records its metrics, ends its share of the load gauges and
-/// then answers (so whoever reads the load after the answer sees the job ended).
+/// then answers (so whoever reads the load after the answer sees the job ended). Returns the message of a
+/// panic the scoring raised (then the answer was an internal error).
 fn run_scoring(
     session: &mut Session<'_, '_>,
     shared: &WorkerShared,
     label: &str,
     job: ScoringJob,
     busy: Option<Busy<'_>>,
-) {
+    panic_marker: Option<&str>,
+) -> Option<String> {
     let started = std::time::Instant::now();
     let reply = &job.reply;
-    let result = score_sequence(
-        session,
-        &job.item,
-        job.options,
-        &job.temperatures,
-        shared.prefixes.as_deref(),
-        || reply.is_closed() || shared.cancel.load(Ordering::Relaxed),
-    );
+    let (result, panicked) = guarded(|| {
+        test_panic(panic_marker, &job.item, session.vocab);
+        score_sequence(
+            session,
+            &job.item,
+            job.options,
+            &job.temperatures,
+            shared.prefixes.as_deref(),
+            || reply.is_closed() || shared.cancel.load(Ordering::Relaxed),
+        )
+    });
     if let Ok(scores) = &result {
         // Positions decoded and scored, once however many temperatures they were reported at.
         let positions = scores.first().map_or(0, |s| s.scored().count());
@@ -228,4 +293,5 @@ fn run_scoring(
     };
     drop(busy);
     let _ = job.reply.send(result.map(|scores| (scores, times)));
+    panicked
 }

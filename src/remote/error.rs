@@ -62,6 +62,19 @@ pub enum RemoteError {
         status: u16,
         message: String,
     },
+    /// The upstream's answer grew past the policy's `max_answer_bytes`; reading stopped there.
+    #[error(
+        "remote policy `{remote}`: the upstream's answer is larger than this policy's limit of {limit} \
+         bytes (max_answer_bytes)"
+    )]
+    AnswerTooLarge { remote: String, limit: usize },
+    /// The upstream answered with a redirect, which is not followed (it would re-send the request, key
+    /// included, wherever it points).
+    #[error(
+        "remote policy `{remote}`: the upstream answered with a redirect (HTTP {status}), which this \
+         server does not follow; point the policy's base_url at the final address"
+    )]
+    Redirected { remote: String, status: u16 },
     /// The upstream answered 200 with something that is not a valid, consistent answer.
     #[error("remote policy `{remote}`: malformed upstream answer: {message}")]
     Malformed { remote: String, message: String },
@@ -79,6 +92,8 @@ impl RemoteError {
             | RemoteError::KeyRejected { .. }
             | RemoteError::Unreachable { .. }
             | RemoteError::Upstream { .. }
+            | RemoteError::AnswerTooLarge { .. }
+            | RemoteError::Redirected { .. }
             | RemoteError::Malformed { .. } => 502,
         }
     }
@@ -95,6 +110,8 @@ impl RemoteError {
             RemoteError::Overloaded { .. } => "upstream_overloaded",
             RemoteError::Upstream { .. } => "upstream_error",
             RemoteError::Malformed { .. } => "upstream_malformed",
+            RemoteError::AnswerTooLarge { .. } => "upstream_answer_too_large",
+            RemoteError::Redirected { .. } => "upstream_redirect",
         }
     }
 

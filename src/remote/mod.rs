@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 pub use affinity::{AFFINITY_HEADER, affinity_key};
 pub use cache::RemoteCache;
 pub use error::RemoteError;
-pub use settings::{ApiKey, FIREWORKS_BASE_URL, Provider, RemoteSettings};
+pub use settings::{
+    ApiKey, DEFAULT_MAX_ANSWER_BYTES, FIREWORKS_BASE_URL, Provider, RemoteSettings,
+};
 pub use status::{RemoteFailure, RemoteStatus};
 
 use serde_json::Value;
@@ -76,6 +78,8 @@ impl RemoteScorer {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("llama-scorer/", env!("CARGO_PKG_VERSION")))
+            // A redirect would re-send the body and key wherever it points: answered 502 instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("remote policy `{}`: HTTP client: {e}", settings.name))?;
         Ok(RemoteScorer {

@@ -125,8 +125,15 @@ impl Caller<'_> {
             Ok(response) => {
                 let status = response.status();
                 let retry_after = retry_after(response.headers());
-                match response.text().await {
-                    Ok(text) => Ok((status, retry_after, text)),
+                match read_bounded(response, self.settings.max_answer_bytes).await {
+                    Ok(Some(text)) => Ok((status, retry_after, text)),
+                    Ok(None) => {
+                        tracing::warn!(remote = %name, url = %url, limit = self.settings.max_answer_bytes, "upstream answer over max_answer_bytes");
+                        return Attempt::Final(RemoteError::AnswerTooLarge {
+                            remote: name.clone(),
+                            limit: self.settings.max_answer_bytes,
+                        });
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -151,10 +158,14 @@ impl Caller<'_> {
                     Attempt::Retry { error, wait: None }
                 }
             }
-            Err(e) => Attempt::Retry {
-                error: self.unreachable(&error_chain(&e)),
-                wait: None,
-            },
+            Err(e) => {
+                // The URL goes to the log only: clients are told the policy, never where it points.
+                tracing::debug!(remote = %name, url = %url, error = %error_chain(&e), "upstream call failed");
+                Attempt::Retry {
+                    error: self.unreachable(&error_chain(&e.without_url())),
+                    wait: None,
+                }
+            }
         }
     }
 
@@ -168,6 +179,12 @@ impl Caller<'_> {
                     message: format!("not JSON ({e}): {}", self.quote(text)),
                 }),
             };
+        }
+        if status.is_redirection() {
+            return Attempt::Final(RemoteError::Redirected {
+                remote,
+                status: status.as_u16(),
+            });
         }
         let message = self.upstream_message(text);
         match status.as_u16() {
@@ -264,6 +281,25 @@ impl Caller<'_> {
             _ => text.to_string(),
         }
     }
+}
+
+/// The answer's body as text, read chunk by chunk and given up (`None`) as soon as it passes `limit` bytes
+/// (at once when its declared length already does).
+async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<String>, reqwest::Error> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// The last retryable error as the final answer, with the attempt count where it carries one.

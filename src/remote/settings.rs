@@ -87,7 +87,14 @@ pub struct RemoteSettings {
     pub max_retries: u32,
     /// Most upstream calls in flight at once for this policy.
     pub max_concurrency: usize,
+    /// Largest upstream answer read, in bytes: reading stops at this bound (a 502), so a faulty or hostile
+    /// upstream cannot make this server hold more than it per call in flight.
+    pub max_answer_bytes: usize,
 }
+
+/// Default of [`RemoteSettings::max_answer_bytes`]: 64 MiB, far above any scoring answer of the request
+/// limits.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 64 << 20;
 
 impl RemoteSettings {
     /// Settings with the defaults: no key, 60 s per attempt, 3 retries, 16 calls in flight.
@@ -101,6 +108,7 @@ impl RemoteSettings {
             timeout: Duration::from_secs(60),
             max_retries: 3,
             max_concurrency: 16,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
         }
     }
 
@@ -111,10 +119,23 @@ impl RemoteSettings {
             (None, Provider::Fireworks) => FIREWORKS_BASE_URL.to_string(),
             (None, p) => return Err(format!("provider `{p}` needs a `base_url`")),
         };
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        let Some(rest) = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+        else {
             return Err(format!(
                 "base_url `{url}` must start with http:// or https://"
             ));
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.contains('@') {
+            // Said without the URL: it holds the credentials.
+            return Err(
+                "base_url must not carry credentials (`user:pass@host`): they would go out as Basic \
+                 auth and show wherever the URL does; put the key in the environment variable named by \
+                 `api_key_env`"
+                    .into(),
+            );
         }
         Ok(url)
     }
@@ -131,6 +152,9 @@ impl RemoteSettings {
         }
         if self.max_concurrency == 0 {
             return Err(at("`max_concurrency` must be at least 1".into()));
+        }
+        if self.max_answer_bytes == 0 {
+            return Err(at("`max_answer_bytes` must be at least 1".into()));
         }
         Ok(())
     }
@@ -160,6 +184,18 @@ mod tests {
         assert_eq!(ls.resolved_base_url().unwrap(), "http://h:1");
         ls.base_url = Some("h:1".into());
         assert!(ls.validate().is_err());
+        for with_credentials in [
+            "http://user:s3cret@h:1",
+            "https://s3cret@h:1/v1",
+            "http://u:s3cret@h",
+        ] {
+            ls.base_url = Some(with_credentials.into());
+            let e = ls.validate().unwrap_err();
+            assert!(e.contains("api_key_env") && !e.contains("s3cret"), "{e}");
+        }
+        // An `@` past the host is a path, not credentials.
+        ls.base_url = Some("http://h:1/v1/a@b".into());
+        assert!(ls.validate().is_ok());
         ls.base_url = Some("http://h:1".into());
         ls.max_concurrency = 0;
         assert!(ls.validate().unwrap_err().contains("max_concurrency"));

@@ -19,6 +19,7 @@ use crate::engine::{
 };
 use crate::remote::{RemoteCache, RemoteError};
 use crate::report::ItemReport;
+use crate::request_budget::{answer_entries, check_answer_entries};
 
 /// One served policy, wherever it runs.
 #[derive(Clone)]
@@ -255,7 +256,7 @@ fn prepare_items(
     options: &ScoreOptions,
     batch: bool,
 ) -> Result<Vec<Arc<PreparedItem>>, ScoreError> {
-    items
+    let prepared = items
         .iter()
         .enumerate()
         .map(|(i, input)| {
@@ -267,7 +268,37 @@ fn prepare_items(
                 }
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    check_answer_size(&prepared, options)?;
+    Ok(prepared)
+}
+
+/// Refuses items whose answer would report more entries than the request budget allows (see
+/// [`crate::request_budget::check_answer_entries`]), before they are queued.
+fn check_answer_size(
+    items: &[Arc<PreparedItem>],
+    options: &ScoreOptions,
+) -> Result<(), ScoreError> {
+    let reported: usize = items
+        .iter()
+        .map(|item| {
+            let shown = if options.echo {
+                item.tokens.len()
+            } else {
+                item.tokens.len() - item.prompt_len
+            };
+            shown + usize::from(item.end_of_turn.is_some())
+        })
+        .sum();
+    let too_many_tokens = check_answer_entries(answer_entries(reported, 0)).is_err();
+    check_answer_entries(answer_entries(reported, options.top_logprobs)).map_err(|m| {
+        let field = if too_many_tokens {
+            "items"
+        } else {
+            "top_logprobs"
+        };
+        ScoreError::invalid(field, m)
+    })
 }
 
 /// Every served policy by name, in configuration order.

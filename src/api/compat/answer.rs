@@ -40,21 +40,39 @@ pub struct AnswerPlan {
 
 /// Runs the choices and answers: as a stream of chunks when `stream`, else as one body.
 pub async fn answer<F: ChoiceFormat>(
-    plan: AnswerPlan,
+    mut plan: AnswerPlan,
     stream: bool,
     format: F,
 ) -> Result<Response, ApiError> {
+    choice::reserve_places(&plan.policy, &mut plan.plans)?;
     if stream {
         return Ok(stream_response(plan, format));
     }
     let outcomes = run_all(&plan.policy, plan.plans).await?;
-    let choices: Vec<F::Choice> = outcomes
-        .iter()
-        .enumerate()
-        .map(|(index, o)| format.whole(index, o))
-        .collect();
     let usage = plan.usage.with_completions(&outcomes);
+    let choices = WholeChoices {
+        format: &format,
+        outcomes: &outcomes,
+    };
     Ok(plan.header.whole(F::OBJECT, &choices, usage))
+}
+
+/// The choices of a whole answer, each written as it is serialized: the answer's bytes are the only copy
+/// of it (no tree of JSON values, no list of every choice's wire form held at once).
+struct WholeChoices<'a, F> {
+    format: &'a F,
+    outcomes: &'a [ChoiceOutcome],
+}
+
+impl<F: ChoiceFormat> Serialize for WholeChoices<'_, F> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.outcomes.len()))?;
+        for (index, outcome) in self.outcomes.iter().enumerate() {
+            seq.serialize_element(&self.format.whole(index, outcome))?;
+        }
+        seq.end()
+    }
 }
 
 /// Streams every choice as server-sent events: deltas formatted by `format` as they come, then (if asked)
@@ -161,15 +179,27 @@ impl ChunkHeader {
 
     /// The whole answer, under its own `object` (the header's names the chunks).
     fn whole(&self, object: &str, choices: &impl Serialize, usage: Usage) -> Response {
-        Json(json!({
-            "id": self.id,
-            "object": object,
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": self.system_fingerprint,
-            "choices": choices,
-            "usage": usage,
-        }))
+        Json(WholeAnswer {
+            id: &self.id,
+            object,
+            created: self.created,
+            model: &self.model,
+            system_fingerprint: &self.system_fingerprint,
+            choices,
+            usage,
+        })
         .into_response()
     }
+}
+
+/// A whole (non-streamed) answer, serialized straight into the response body.
+#[derive(Serialize)]
+struct WholeAnswer<'a, C: Serialize> {
+    id: &'a str,
+    object: &'a str,
+    created: u64,
+    model: &'a str,
+    system_fingerprint: &'a str,
+    choices: &'a C,
+    usage: Usage,
 }

@@ -8,15 +8,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::Response;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::answer::{AnswerPlan, ChoiceFormat, ChunkHeader, answer};
 use super::choice::{self, ChoiceOutcome};
 use super::params::{LogprobsMode, StreamOptions};
-use super::plan_choices;
 use super::request::{CompatRequest, LocalRequest, Opened, open};
 use super::stream::Delta;
+use super::{Budget, plan_choices};
 use crate::api::{ApiError, AppState};
 use crate::engine::PromptInput;
 use crate::engine::chat_template::ChatMessage;
@@ -75,6 +75,11 @@ pub async fn chat_completions(
         &sampling,
         req.echo,
         mode.top_k(),
+        Budget {
+            max_items: state.max_batch_items,
+            deadline: state.deadline(),
+            alternatives_field: "top_logprobs",
+        },
     )
     .await?;
     let format = ChatChoices {
@@ -113,16 +118,39 @@ struct ChatChoices {
 impl ChatChoices {
     /// The `logprobs` value of these lines: `content[]`, or null when not asked for.
     fn logprobs_of(&self, lines: &[choice::Line<'_>], offset: usize) -> Value {
-        if !self.logprobs {
-            return Value::Null;
-        }
-        serde_json::to_value(choice::content(&self.vocab, lines, offset)).expect("serializes")
+        serde_json::to_value(self.content_of(lines, offset)).expect("serializes")
     }
+
+    /// `content[]` of these lines when asked for.
+    fn content_of(
+        &self,
+        lines: &[choice::Line<'_>],
+        offset: usize,
+    ) -> Option<choice::ContentLogprobs> {
+        self.logprobs
+            .then(|| choice::content(&self.vocab, lines, offset))
+    }
+}
+
+/// A choice of the whole chat answer, serialized as it is (no intermediate JSON tree).
+#[derive(Serialize)]
+struct ChatChoice {
+    index: usize,
+    message: AssistantMessage,
+    logprobs: Option<choice::ContentLogprobs>,
+    finish_reason: &'static str,
+}
+
+/// The assistant's message of a whole chat answer.
+#[derive(Serialize)]
+struct AssistantMessage {
+    role: &'static str,
+    content: String,
 }
 
 impl ChoiceFormat for ChatChoices {
     const OBJECT: &'static str = "chat.completion";
-    type Choice = Value;
+    type Choice = ChatChoice;
 
     fn delta(&mut self, d: &Delta, lines: &[choice::Line<'_>]) -> Value {
         let logprobs = if lines.is_empty() {
@@ -141,15 +169,18 @@ impl ChoiceFormat for ChatChoices {
                "finish_reason": d.finish.map(|f| f.as_str())})
     }
 
-    fn whole(&self, index: usize, o: &ChoiceOutcome) -> Value {
+    fn whole(&self, index: usize, o: &ChoiceOutcome) -> ChatChoice {
         let mut text = o.echo_text(&self.vocab, None);
         text.extend_from_slice(&o.text);
         let lines = o.lines(None);
-        json!({
-            "index": index,
-            "message": {"role": "assistant", "content": String::from_utf8_lossy(&text)},
-            "logprobs": self.logprobs_of(&lines, 0),
-            "finish_reason": o.finish.as_str(),
-        })
+        ChatChoice {
+            index,
+            message: AssistantMessage {
+                role: "assistant",
+                content: String::from_utf8_lossy(&text).into_owned(),
+            },
+            logprobs: self.content_of(&lines, 0),
+            finish_reason: o.finish.as_str(),
+        }
     }
 }

@@ -10,7 +10,7 @@ use crate::api::tokens::{TokenView, token_view};
 
 use crate::engine::generate::{FinishReason, GenEvent, GenerateOptions};
 use crate::engine::vocab::{TokenId, Vocabulary};
-use crate::engine::{Policy, PreparedItem, ScoreError, ScoreOptions, TokenScore};
+use crate::engine::{Policy, PreparedItem, QueuePlace, ScoreError, ScoreOptions, TokenScore};
 
 /// The value reported for the first token of a sequence, which has no context to be scored in. A number
 /// (not `null`) because strict client models reject null and summing code would crash on it; 0.0 is the
@@ -24,6 +24,28 @@ pub struct ChoicePlan {
     pub generate: Option<GenerateOptions>,
     pub echo: bool,
     pub top_logprobs: usize,
+    /// The generation's place in the model's queue, reserved with the request's other choices (see
+    /// [`reserve_places`]); `None` = reserved when it runs.
+    pub place: Option<QueuePlace>,
+}
+
+/// Reserves a queue place for every generating choice at once, all or none: one request's fan-out either
+/// fits the queue whole or is refused (429) before any of it is queued.
+pub fn reserve_places(policy: &Policy, plans: &mut [ChoicePlan]) -> Result<(), ScoreError> {
+    let generating = plans.iter().filter(|p| p.generate.is_some()).count();
+    let mut places = policy.reserve(generating)?.into_iter();
+    for plan in plans.iter_mut().filter(|p| p.generate.is_some()) {
+        plan.place = places.next();
+    }
+    Ok(())
+}
+
+/// The plan's reserved place, or one reserved now.
+pub fn place_of(policy: &Policy, place: Option<QueuePlace>) -> Result<QueuePlace, ScoreError> {
+    match place {
+        Some(place) => Ok(place),
+        None => Ok(policy.reserve(1)?.remove(0)),
+    }
 }
 
 /// A finished choice.
@@ -64,8 +86,15 @@ pub async fn run(policy: &Policy, plan: ChoicePlan) -> Result<ChoiceOutcome, Sco
             finish: FinishReason::Length,
         });
     };
+    let place = place_of(policy, plan.place)?;
     let mut rx = policy
-        .generate(plan.prompt.clone(), options, plan.echo, plan.top_logprobs)
+        .generate(
+            plan.prompt.clone(),
+            options,
+            plan.echo,
+            plan.top_logprobs,
+            place,
+        )
         .await?;
     let vocab = &policy.model.vocab;
     let mut outcome = ChoiceOutcome {

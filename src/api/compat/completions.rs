@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 use super::answer::{AnswerPlan, ChoiceFormat, ChunkHeader, answer};
 use super::choice::{self, ChoiceOutcome, chars_in};
 use super::params::{LogprobsMode, StreamOptions};
-use super::plan_choices;
 use super::request::{CompatRequest, LocalRequest, Opened, open};
 use super::stream::Delta;
+use super::{Budget, plan_choices};
 use crate::api::{ApiError, AppState};
 use crate::engine::PromptInput;
 use crate::engine::vocab::Vocabulary;
@@ -42,7 +42,7 @@ pub struct CompletionRequest {
 }
 
 /// The OpenAI `prompt` forms: a string, strings, token ids, or lists of token ids.
-fn prompts(value: &Value) -> Result<Vec<PromptInput>, ApiError> {
+fn prompts(value: Value) -> Result<Vec<PromptInput>, ApiError> {
     let bad = || {
         ApiError::invalid(
             "prompt",
@@ -51,20 +51,19 @@ fn prompts(value: &Value) -> Result<Vec<PromptInput>, ApiError> {
     };
     let ids = |v: &[Value]| -> Option<Vec<i64>> { v.iter().map(Value::as_i64).collect() };
     match value {
-        Value::String(s) => Ok(vec![PromptInput::Text(s.clone())]),
+        Value::String(s) => Ok(vec![PromptInput::Text(s)]),
         Value::Array(items) if items.is_empty() => {
             Err(ApiError::invalid("prompt", "must not be an empty list"))
         }
         Value::Array(items) => match &items[0] {
             Value::String(_) => items
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(|s| PromptInput::Text(s.into()))
-                        .ok_or_else(bad)
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(PromptInput::Text(s)),
+                    _ => Err(bad()),
                 })
                 .collect(),
-            Value::Number(_) => Ok(vec![PromptInput::TokenIds(ids(items).ok_or_else(bad)?)]),
+            Value::Number(_) => Ok(vec![PromptInput::TokenIds(ids(&items).ok_or_else(bad)?)]),
             Value::Array(_) => items
                 .iter()
                 .map(|v| {
@@ -84,7 +83,7 @@ fn prompts(value: &Value) -> Result<Vec<PromptInput>, ApiError> {
 struct CompletionChoice {
     index: usize,
     text: String,
-    logprobs: Option<Value>,
+    logprobs: Option<ChoiceLogprobs>,
     finish_reason: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt_token_ids: Option<Vec<i32>>,
@@ -92,19 +91,30 @@ struct CompletionChoice {
     token_ids: Option<Vec<i32>>,
 }
 
-/// The logprobs value of a choice (or a streamed delta) in the requested shape.
+/// A choice's logprobs in the shape asked for, serialized as it is (no intermediate JSON tree).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ChoiceLogprobs {
+    Legacy(choice::LegacyLogprobs),
+    Content(choice::ContentLogprobs),
+}
+
+/// The logprobs of a choice (or a streamed delta) in the requested shape.
 fn logprobs_value(
     vocab: &Vocabulary,
     mode: LogprobsMode,
     lines: &[choice::Line<'_>],
     offset: usize,
-) -> Option<Value> {
-    let v = match mode {
-        LogprobsMode::Off => return None,
-        LogprobsMode::Legacy(k) => serde_json::to_value(choice::legacy(vocab, lines, k, offset)),
-        LogprobsMode::Content(_) => serde_json::to_value(choice::content(vocab, lines, offset)),
-    };
-    Some(v.expect("logprobs serialize"))
+) -> Option<ChoiceLogprobs> {
+    match mode {
+        LogprobsMode::Off => None,
+        LogprobsMode::Legacy(k) => Some(ChoiceLogprobs::Legacy(choice::legacy(
+            vocab, lines, k, offset,
+        ))),
+        LogprobsMode::Content(_) => Some(ChoiceLogprobs::Content(choice::content(
+            vocab, lines, offset,
+        ))),
+    }
 }
 
 /// Completions' choices: `text`, with logprobs in the shape asked for and, if asked, the token ids.
@@ -173,7 +183,7 @@ pub async fn completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let LocalRequest {
-        req,
+        mut req,
         sampling,
         policy,
         body_bytes,
@@ -183,11 +193,27 @@ pub async fn completions(
     };
     let mode = LogprobsMode::for_completions(&req.logprobs, req.top_logprobs)?;
     let sampling = sampling.validate(&policy, 16)?;
-    let inputs = prompts(&req.prompt)?;
+    let inputs = prompts(std::mem::take(&mut req.prompt))?;
     let echo = req.echo || req.echo_last.is_some();
     let echo_last = req.echo_last.map(|n| n as usize);
-    let (plans, usage) =
-        plan_choices(body_bytes, &policy, inputs, &sampling, echo, mode.top_k()).await?;
+    let budget = Budget {
+        max_items: state.max_batch_items,
+        deadline: state.deadline(),
+        alternatives_field: match mode {
+            LogprobsMode::Content(_) => "top_logprobs",
+            _ => "logprobs",
+        },
+    };
+    let (plans, usage) = plan_choices(
+        body_bytes,
+        &policy,
+        inputs,
+        &sampling,
+        echo,
+        mode.top_k(),
+        budget,
+    )
+    .await?;
     let format = CompletionChoices {
         vocab: policy.model.vocab.clone(),
         mode,

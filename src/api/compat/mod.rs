@@ -10,11 +10,14 @@ pub mod request;
 pub mod stream;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use self::choice::{ChoiceOutcome, ChoicePlan};
 use self::params::Validated;
 use crate::api::ApiError;
+use crate::engine::generate::GenerateOptions;
 use crate::engine::{Policy, PreparedItem, PromptInput, ScoreError};
+use crate::request_budget::{answer_entries, check_answer_entries, check_fan_out};
 use crate::request_policy::{choice_seed, fit_max_tokens};
 use crate::served::prepare_where_cheapest;
 
@@ -27,9 +30,21 @@ impl Usage {
     }
 }
 
-/// The choices of a request: prompts tokenized (see [`prepare_where_cheapest`]), `max_tokens` fitted to each
-/// prompt's room in the context (or refused with `context_length_exceeded_behavior: error`), and `n`
-/// choices per prompt, choice j sampling with seed + j. Also returns the usage of the prompts.
+/// The limits a compatibility request is planned within (see [`crate::request_budget`]).
+pub struct Budget {
+    /// The server's `max_batch_items`: most choices (prompts × n) per request.
+    pub max_items: usize,
+    /// When the request's answer is due: preparation still running then stops.
+    pub deadline: Instant,
+    /// The field that asks for alternatives per token (`logprobs` or `top_logprobs`), named when the
+    /// answer would be too large.
+    pub alternatives_field: &'static str,
+}
+
+/// The choices of a request: prompts × n checked against the budget before any work, prompts tokenized
+/// (see [`prepare_where_cheapest`]; stopped at the deadline), `max_tokens` fitted to each prompt's room in
+/// the context (or refused with `context_length_exceeded_behavior: error`), the answer's size checked, and
+/// `n` choices per prompt, choice j sampling with seed + j. Also returns the usage of the prompts.
 pub async fn plan_choices(
     body_bytes: usize,
     policy: &Arc<Policy>,
@@ -37,27 +52,44 @@ pub async fn plan_choices(
     sampling: &Validated,
     echo: bool,
     top_logprobs: usize,
+    budget: Budget,
 ) -> Result<(Vec<ChoicePlan>, Usage), ApiError> {
+    let field = if inputs.len() > 1 && sampling.n == 1 {
+        "prompt"
+    } else {
+        "n"
+    };
+    check_fan_out(inputs.len(), sampling.n, budget.max_items)
+        .map_err(|m| ApiError::invalid(field, m))?;
     let p = policy.clone();
     let many = inputs.len() > 1;
+    let deadline = budget.deadline;
     let prepared: Vec<PreparedItem> = prepare_where_cheapest(body_bytes, move || {
         inputs
             .iter()
             .enumerate()
             .map(|(i, input)| {
+                if Instant::now() > deadline {
+                    return Err(ScoreError::Unavailable(
+                        "the request's deadline passed while its prompts were being prepared"
+                            .into(),
+                    ));
+                }
                 p.prepare_prompt(input)
                     .map_err(|e| wire_prompt_field(e, many.then_some(i)))
             })
             .collect::<Result<Vec<_>, ScoreError>>()
     })
     .await?;
-    let mut plans = Vec::new();
+    let mut plans = Vec::with_capacity(prepared.len() * sampling.n);
     let mut prompt_tokens = 0;
+    let mut answer_tokens = 0usize;
+    // Shared by every choice: only the seed differs between them.
+    let options = Arc::new(sampling.options.clone());
     for item in prepared {
         let p = item.prompt_len;
         prompt_tokens += p;
-        let mut options = sampling.options.clone();
-        options.max_tokens = fit_max_tokens(
+        let max_tokens = fit_max_tokens(
             options.max_tokens,
             p,
             policy.n_ctx,
@@ -71,21 +103,34 @@ pub async fn plan_choices(
             limit: policy.n_ctx,
             policy: policy.name.clone(),
         })?;
+        let echoed = if echo { p } else { 0 };
+        answer_tokens =
+            answer_tokens.saturating_add((echoed + max_tokens).saturating_mul(sampling.n));
         let item = Arc::new(item);
         for j in 0..sampling.n {
-            let generate = (options.max_tokens > 0).then(|| {
-                let mut o = options.clone();
-                o.seed = choice_seed(o.seed, j);
-                o
+            let generate = (max_tokens > 0).then(|| GenerateOptions {
+                max_tokens,
+                seed: choice_seed(options.seed, j),
+                ..GenerateOptions::clone(&options)
             });
             plans.push(ChoicePlan {
                 prompt: item.clone(),
                 generate,
                 echo,
                 top_logprobs,
+                place: None,
             });
         }
     }
+    let too_many_tokens = check_answer_entries(answer_entries(answer_tokens, 0)).is_err();
+    check_answer_entries(answer_entries(answer_tokens, top_logprobs)).map_err(|m| {
+        let field = if too_many_tokens {
+            "max_tokens"
+        } else {
+            budget.alternatives_field
+        };
+        ApiError::invalid(field, m)
+    })?;
     Ok((plans, Usage::new(prompt_tokens, 0)))
 }
 

@@ -15,6 +15,7 @@ use crate::engine::Policy;
 use crate::engine::generate::GenerateOptions;
 use crate::engine::vocab::TokenId;
 use crate::input::{fields_of, from_object, reject_unknown};
+use crate::request_budget::{check_logit_bias_len, check_stop};
 use crate::request_policy::{
     COMPAT_TEMPERATURE_RANGE, MAX_CHAT_TOP_LOGPROBS, MAX_LEGACY_LOGPROBS, check_range,
     check_top_logprobs, fold_seed,
@@ -32,8 +33,6 @@ pub fn parse_with_sampling<R: serde::de::DeserializeOwned>(
 
 /// Most choices per prompt (`n`).
 pub const MAX_N: u32 = 16;
-/// Most stop strings.
-pub const MAX_STOP: usize = 16;
 
 /// `stop`: one string or a list.
 #[derive(Debug, Deserialize)]
@@ -117,11 +116,11 @@ impl Sampling {
                 top_k,
                 min_p,
                 seed: fold_seed(self.seed.or(policy.seed).unwrap_or_else(random_seed)),
-                stop,
+                stop: stop.into(),
                 repetition_penalty: repetition,
                 frequency_penalty: frequency,
                 presence_penalty: presence,
-                logit_bias,
+                logit_bias: logit_bias.into(),
             },
             n: n as usize,
             error_on_overflow,
@@ -168,22 +167,14 @@ impl Sampling {
         Ok(n)
     }
 
-    /// `stop` as a list; an empty string would stop every generation at once, so it is refused.
+    /// `stop` as a list, within the request budget ([`check_stop`]).
     fn stop_strings(&self) -> Result<Vec<String>, ApiError> {
         let stop = match &self.stop {
             None => Vec::new(),
             Some(Stop::One(s)) => vec![s.clone()],
             Some(Stop::Many(v)) => v.clone(),
         };
-        if stop.len() > MAX_STOP {
-            return Err(ApiError::invalid(
-                "stop",
-                format!("at most {MAX_STOP} stop strings, got {}", stop.len()),
-            ));
-        }
-        if stop.iter().any(String::is_empty) {
-            return Err(ApiError::invalid("stop", "stop strings must not be empty"));
-        }
+        check_stop(&stop).map_err(|m| ApiError::invalid("stop", m))?;
         Ok(stop)
     }
 
@@ -212,7 +203,9 @@ impl Sampling {
     /// `logit_bias` keyed by token id (JSON keys are strings), each id checked against the policy's
     /// vocabulary; sorted so equal requests give equal options.
     fn logit_bias(&self, policy: &Policy) -> Result<Vec<(TokenId, f32)>, ApiError> {
-        let mut logit_bias = Vec::new();
+        let entries = self.logit_bias.as_ref().map_or(0, HashMap::len);
+        check_logit_bias_len(entries).map_err(|m| ApiError::invalid("logit_bias", m))?;
+        let mut logit_bias = Vec::with_capacity(entries);
         for (key, &bias) in self.logit_bias.iter().flatten() {
             let field = format!("logit_bias.{key}");
             let id: i64 = key

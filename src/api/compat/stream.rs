@@ -132,8 +132,9 @@ async fn run_choice_inner(
     };
     let prompt = plan.prompt.clone();
     let stops = options.stop.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let place = choice::place_of(policy, plan.place)?;
     let mut rx = policy
-        .generate(plan.prompt, options, plan.echo, plan.top_logprobs)
+        .generate(plan.prompt, options, plan.echo, plan.top_logprobs, place)
         .await?;
     let mut deltas = Deltas {
         vocab: &policy.model.vocab,

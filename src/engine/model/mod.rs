@@ -5,6 +5,7 @@ mod info;
 mod queue;
 
 pub use info::ModelInfo;
+pub use queue::QueuePlace;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

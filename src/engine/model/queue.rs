@@ -170,20 +170,37 @@ impl LoadedModel {
         })?
     }
 
-    /// Queues one generation and returns the stream of its events (tokens, then `Done` or `Error`).
-    /// Dropping the receiver abandons the generation at its next token.
+    /// Reserves `n` places in the queue at once, all or none (a request's generations fan out as one job
+    /// per choice, so a request that does not fit whole is refused with `QueueFull` before any is queued).
+    pub fn reserve(&self, n: usize) -> Result<Vec<QueuePlace>, ScoreError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let full = || self.queue_full();
+        let mut permits = self
+            .admission
+            .clone()
+            .try_acquire_many_owned(u32::try_from(n).map_err(|_| full())?)
+            .map_err(|_| full())?;
+        let mut places = Vec::with_capacity(n);
+        for _ in 1..n {
+            places.push(QueuePlace(permits.split(1).expect("one permit per place")));
+        }
+        places.push(QueuePlace(permits));
+        Ok(places)
+    }
+
+    /// Queues one generation in a place reserved for it (see [`LoadedModel::reserve`]) and returns the
+    /// stream of its events (tokens, then `Done` or `Error`). Dropping the receiver abandons the generation
+    /// at its next token.
     pub async fn generate(
         &self,
         prompt: Arc<PreparedItem>,
         options: GenerateOptions,
         echo: bool,
         top_logprobs: usize,
+        place: QueuePlace,
     ) -> Result<mpsc::Receiver<GenEvent>, ScoreError> {
-        let permit = self
-            .admission
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| self.queue_full())?;
         let (events, rx) = mpsc::channel(64);
         let work = Work::Generate(GenerateJob {
             prompt,
@@ -192,7 +209,7 @@ impl LoadedModel {
             top_logprobs,
             events,
         });
-        self.enqueue(work, permit).await?;
+        self.enqueue(work, place.0).await?;
         Ok(rx)
     }
 
@@ -224,3 +241,6 @@ impl LoadedModel {
         }
     }
 }
+
+/// One place in a model's bounded queue, reserved for a job not yet queued; dropped unused, it is given back.
+pub struct QueuePlace(tokio::sync::OwnedSemaphorePermit);

@@ -7,7 +7,9 @@
 #[allow(dead_code)]
 mod harness;
 
+mod budget;
 mod connections;
+mod upstream;
 
 use std::time::Duration;
 
