@@ -135,6 +135,7 @@ fn connection_limits(cfg: &Config) -> ConnLimits {
     ConnLimits {
         header_read_timeout: Duration::from_secs(cfg.header_read_timeout_secs),
         idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
+        answer_timeout: Duration::from_secs(cfg.request_timeout_secs + cfg.idle_timeout_secs),
         max_connections,
     }
 }

@@ -4,8 +4,8 @@
 //!
 //! Same-origin means the `Origin` equals `http(s)://` + the `Host` the request was addressed to; other
 //! origins pass only when listed in `server.allowed_origins`. `Origin: null` (sandboxed frames, `file://`
-//! pages, some redirects) is always refused. Limit: an attacker who rebinds their own DNS name to this
-//! address sends a matching `Host`; API keys are the defence there.
+//! pages, some redirects) is always refused. An attacker who rebinds their own DNS name to this address
+//! sends a matching `Host`: the `Host` check (`host`) refuses such names on a loopback bind.
 
 use std::future::Future;
 use std::pin::Pin;

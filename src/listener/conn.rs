@@ -3,20 +3,23 @@
 //!
 //! The phases decide both timeouts and eviction: an idle connection is closed after the idle timeout, one
 //! whose request head has started arriving after the header-read timeout (hyper's own header timer also
-//! runs while idle, so it is not used). Idle, slow-head and body-receiving connections are the ones evicted
+//! runs while idle, so it is not used), one whose answer is not written within the answer timeout (a
+//! client that stopped reading) after that. Idle, slow-head and body-receiving connections are the ones evicted
 //! when the connection table is full: they cost the server nothing to close, while a request being answered
 //! is never cut.
 
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
+
+use super::ConnLimits;
 
 /// Milliseconds since the first call: a clock that fits in an atomic.
 fn now_ms() -> u64 {
@@ -105,22 +108,22 @@ impl Conn {
     }
 
     /// When the watchdog must close the connection if its phase has not changed by then (`None`: never,
-    /// the request's own limits apply).
-    pub(super) fn deadline(&self, header_read: Duration, idle: Duration) -> Option<Instant> {
+    /// the body's own limit applies).
+    pub(super) fn deadline(&self, limits: &ConnLimits) -> Option<Instant> {
         let (phase, since) = self.phase();
         let limit = match phase {
-            Phase::Idle => idle,
-            Phase::Head => header_read,
-            Phase::Body | Phase::Busy => return None,
+            Phase::Idle => limits.idle_timeout,
+            Phase::Head => limits.header_read_timeout,
+            Phase::Body => return None,
+            Phase::Busy => limits.answer_timeout,
         };
         let at = since + limit.as_millis() as u64;
         Some(Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())))
     }
 
     /// Whether the phase began more than its limit ago.
-    pub(super) fn expired(&self, header_read: Duration, idle: Duration) -> bool {
-        self.deadline(header_read, idle)
-            .is_some_and(|d| d <= Instant::now())
+    pub(super) fn expired(&self, limits: &ConnLimits) -> bool {
+        self.deadline(limits).is_some_and(|d| d <= Instant::now())
     }
 }
 
@@ -138,8 +141,13 @@ impl Drop for Handling {
 /// The open connections, for the connection limit and eviction.
 #[derive(Debug, Default)]
 pub struct Registry {
+    /// Connections that may still be evicted (an evicted one leaves at once, its socket a little later).
     open: Mutex<HashMap<u64, Arc<Conn>>>,
     next: AtomicU64,
+    /// Sockets not yet closed, evicted ones included: what the open-files limit sees.
+    live: AtomicUsize,
+    /// A socket was closed.
+    pub(super) released: Notify,
 }
 
 impl Registry {
@@ -147,6 +155,7 @@ impl Registry {
     pub fn open(self: &Arc<Self>) -> Entry {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn::new(id));
+        self.live.fetch_add(1, Ordering::AcqRel);
         self.lock().insert(id, conn.clone());
         Entry {
             conn,
@@ -154,9 +163,14 @@ impl Registry {
         }
     }
 
-    /// Connections open now.
+    /// Connections open now, not counting those evicted and about to close.
     pub(super) fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Sockets open now, evicted ones not yet closed included.
+    pub(super) fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
     }
 
     /// Closes the connection that has waited longest without being answered (idle, slow head or slow
@@ -195,6 +209,8 @@ pub struct Entry {
 impl Drop for Entry {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.conn.id);
+        self.registry.live.fetch_sub(1, Ordering::AcqRel);
+        self.registry.released.notify_one();
     }
 }
 
@@ -270,27 +286,40 @@ mod tests {
         assert_eq!(registry.len(), 3);
         assert!(registry.evict_one());
         assert_eq!(registry.len(), 2);
+        assert_eq!(
+            registry.live(),
+            3,
+            "the evicted socket is open until its entry drops"
+        );
         assert!(registry.lock().contains_key(&young.conn.id));
         assert!(!registry.lock().contains_key(&old.conn.id));
         drop(young);
         assert_eq!(registry.len(), 1);
         drop(old);
         drop(busy);
-        assert_eq!(registry.len(), 0);
+        assert_eq!((registry.len(), registry.live()), (0, 0));
     }
 
     #[test]
     fn deadlines_follow_the_phase() {
         let c = Conn::new(0);
-        let (h, i) = (Duration::from_secs(30), Duration::from_secs(75));
-        let idle = c.deadline(h, i).unwrap();
+        let mut limits = ConnLimits {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            answer_timeout: Duration::from_secs(675),
+            max_connections: 1,
+        };
+        let idle = c.deadline(&limits).unwrap();
         c.bytes_arrived();
         assert_eq!(c.phase().0, Phase::Head);
-        assert!(c.deadline(h, i).unwrap() < idle);
+        assert!(c.deadline(&limits).unwrap() < idle);
+        c.enter(Phase::Body);
+        assert_eq!(c.deadline(&limits), None);
         c.enter(Phase::Busy);
-        assert_eq!(c.deadline(h, i), None);
-        assert!(!c.expired(h, i));
+        assert!(c.deadline(&limits).unwrap() > idle);
+        assert!(!c.expired(&limits));
         c.enter(Phase::Idle);
-        assert!(c.expired(h, Duration::ZERO));
+        limits.idle_timeout = Duration::ZERO;
+        assert!(c.expired(&limits));
     }
 }

@@ -29,7 +29,11 @@ const BACKLOG: u32 = 4096;
 
 /// At most this many `too_many_connections` answers are written at once; past it, newcomers are closed
 /// without one.
-const MAX_REFUSALS: usize = 64;
+const MAX_REFUSALS: usize = 32;
+
+/// Sockets of evicted connections that may still be closing when the next one is accepted; past it the
+/// accept loop waits for them. With [`MAX_REFUSALS`] well inside [`nofile::reserve`].
+const CLOSING_SLACK: usize = 16;
 
 /// The connection limits, from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +42,9 @@ pub struct ConnLimits {
     pub header_read_timeout: Duration,
     /// Longest a keep-alive connection may wait for its next request.
     pub idle_timeout: Duration,
+    /// Longest a request may hold its connection once its body is in (the request timeout plus the idle
+    /// timeout): past it the client has stopped reading its answer.
+    pub answer_timeout: Duration,
     /// Connections open at once (already clamped under the open-files limit, see [`nofile::clamp`]).
     pub max_connections: usize,
 }
@@ -107,7 +114,15 @@ pub async fn serve(
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut last_error_log: Option<Instant> = None;
-    loop {
+    'accepting: loop {
+        // Evicted connections' sockets close on their own tasks: wait for them rather than run out of
+        // descriptors when newcomers arrive faster than they close.
+        while registry.live() >= limits.max_connections + CLOSING_SLACK {
+            tokio::select! {
+                () = registry.released.notified() => {}
+                () = &mut shutdown => break 'accepting,
+            }
+        }
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -122,7 +137,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut shutdown => break 'accepting,
         };
         if registry.len() >= limits.max_connections && !registry.evict_one() {
             refuse(stream, &refusing);
@@ -176,7 +191,7 @@ async fn run_connection(
         served.as_mut().graceful_shutdown();
     }
     loop {
-        let deadline = conn.deadline(limits.header_read_timeout, limits.idle_timeout);
+        let deadline = conn.deadline(&limits);
         tokio::select! {
             result = served.as_mut() => {
                 if let Err(e) = result {
@@ -190,7 +205,7 @@ async fn run_connection(
             }
             () = conn.changed.notified() => {}
             () = sleep_until(deadline) => {
-                if conn.expired(limits.header_read_timeout, limits.idle_timeout) {
+                if conn.expired(&limits) {
                     tracing::debug!(phase = ?conn.phase().0, "connection timed out");
                     break;
                 }
