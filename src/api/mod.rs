@@ -12,6 +12,7 @@ mod models;
 mod observe;
 pub(crate) mod origin;
 mod page;
+mod tokenizer;
 pub(crate) mod tokens;
 mod unread_body;
 mod usage;
@@ -58,6 +59,25 @@ impl AppState {
             let known: Vec<&str> = self.policies.all().iter().map(|p| p.name()).collect();
             ApiError::model_not_found(name, &known)
         })
+    }
+
+    /// The policy `name` names, or with no name the one policy served (a client that sends no `model`,
+    /// as lm-eval's `gguf` backend, works against a one-model server); several served need a name.
+    pub fn policy_or_only(&self, name: Option<&str>) -> Result<&ServedPolicy, ApiError> {
+        match (name, self.policies.all()) {
+            (Some(name), _) => self.policy(name),
+            (None, [only]) => Ok(only),
+            (None, all) => {
+                let known: Vec<&str> = all.iter().map(|p| p.name()).collect();
+                Err(ApiError::invalid(
+                    "model",
+                    format!(
+                        "is required when several policies are served: one of {}",
+                        known.join(", ")
+                    ),
+                ))
+            }
+        }
     }
 
     /// When a request that starts now must be answered (the timeout layer's own limit).
@@ -144,6 +164,18 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
                 .concurrency_limit(limits.max_concurrent_requests)
                 .timeout(limits.request_timeout),
         );
+    // The tokenizer at the root, where vLLM and llama.cpp serve it, behind the same guards as the API.
+    let tokenizer_routes = Router::new()
+        .route("/tokenize", post(tokenizer::tokenize))
+        .route("/detokenize", post(tokenizer::detokenize))
+        .route("/tokenizer_info", get(tokenizer::tokenizer_info))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(layer_error))
+                .load_shed()
+                .concurrency_limit(limits.max_concurrent_requests)
+                .timeout(limits.request_timeout),
+        );
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(guarded)
@@ -151,6 +183,7 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(observe::metrics))
+        .merge(tokenizer_routes)
         .method_not_allowed_fallback(health::method_not_allowed)
         .fallback(health::not_found)
         .layer(axum::middleware::from_fn_with_state(

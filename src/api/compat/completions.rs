@@ -24,7 +24,9 @@ use crate::engine::vocab::Vocabulary;
 /// The request body.
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
-    pub model: String,
+    /// The policy; may be left out while the server serves one policy (clients such as lm-eval's
+    /// `gguf` backend send none).
+    pub model: Option<String>,
     pub prompt: Value,
     #[serde(default)]
     pub echo: bool,
@@ -92,25 +94,53 @@ struct CompletionChoice {
     token_ids: Option<Vec<i32>>,
 }
 
-/// The logprobs value of a choice (or a streamed delta) in the requested shape.
+/// The logprobs value of a choice (or a streamed delta) in the requested shape. Without echo, the legacy
+/// object also carries the same tokens as llama.cpp's server answers an integer `logprobs` on completions
+/// (`content[]` whose entries have `id`), which llama.cpp clients read (lm-eval's `gguf` backend since its
+/// rewrite); with echo (the scoring recipe, long answers) it is the legacy object alone.
 fn logprobs_value(
     vocab: &Vocabulary,
     mode: LogprobsMode,
+    echo: bool,
     lines: &[choice::Line<'_>],
     offset: usize,
 ) -> Option<Value> {
+    let content = || serde_json::to_value(choice::content(vocab, lines, offset));
     let v = match mode {
         LogprobsMode::Off => return None,
-        LogprobsMode::Legacy(k) => serde_json::to_value(choice::legacy(vocab, lines, k, offset)),
-        LogprobsMode::Content(_) => serde_json::to_value(choice::content(vocab, lines, offset)),
+        LogprobsMode::Legacy(k) => {
+            let mut v = serde_json::to_value(choice::legacy(vocab, lines, k, offset));
+            if let (false, Ok(legacy)) = (echo, &mut v) {
+                legacy["content"] = with_llama_ids(content().expect("content serializes"));
+            }
+            v
+        }
+        LogprobsMode::Content(_) => content(),
     };
     Some(v.expect("logprobs serialize"))
+}
+
+/// `content[]` with llama.cpp's `id` beside each `token_id` (entries and their alternatives).
+fn with_llama_ids(mut content: Value) -> Value {
+    fn add_id(entry: &mut Value) {
+        if let Some(id) = entry.get("token_id").cloned() {
+            entry["id"] = id;
+        }
+    }
+    for entry in content["content"].as_array_mut().into_iter().flatten() {
+        add_id(entry);
+        for top in entry["top_logprobs"].as_array_mut().into_iter().flatten() {
+            add_id(top);
+        }
+    }
+    content["content"].take()
 }
 
 /// Completions' choices: `text`, with logprobs in the shape asked for and, if asked, the token ids.
 struct CompletionChoices {
     vocab: Arc<Vocabulary>,
     mode: LogprobsMode,
+    echo: bool,
     echo_last: Option<usize>,
     return_token_ids: bool,
 }
@@ -120,10 +150,12 @@ impl ChoiceFormat for CompletionChoices {
     type Choice = CompletionChoice;
 
     fn delta(&mut self, d: &Delta, lines: &[choice::Line<'_>]) -> Value {
+        let mut lines = lines.to_vec();
+        lines.extend(d.end.as_ref().map(|l| l.as_line()));
         let logprobs = if lines.is_empty() {
             None
         } else {
-            logprobs_value(&self.vocab, self.mode, lines, d.offset)
+            logprobs_value(&self.vocab, self.mode, self.echo, &lines, d.offset)
         };
         json!({"index": d.index, "text": d.text, "logprobs": logprobs,
                "finish_reason": d.finish.map(|f| f.as_str())})
@@ -143,12 +175,12 @@ impl ChoiceFormat for CompletionChoices {
                 .sum()
         };
         text.extend_from_slice(&outcome.text);
-        let lines = outcome.lines(echo_last);
+        let lines = outcome.lines_with_end(echo_last);
         let ids = self.return_token_ids;
         CompletionChoice {
             index,
             text: String::from_utf8_lossy(&text).into_owned(),
-            logprobs: logprobs_value(vocab, self.mode, &lines, offset),
+            logprobs: logprobs_value(vocab, self.mode, self.echo, &lines, offset),
             finish_reason: outcome.finish.as_str(),
             prompt_token_ids: ids
                 .then(|| outcome.prompt.tokens[..outcome.prompt.prompt_len].to_vec()),
@@ -159,8 +191,8 @@ impl ChoiceFormat for CompletionChoices {
 
 impl CompatRequest for CompletionRequest {
     const ENDPOINT: &'static str = "completions";
-    fn model(&self) -> &str {
-        &self.model
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
     fn stream(&self) -> bool {
         self.stream
@@ -174,6 +206,7 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let LocalRequest {
         req,
+        model,
         sampling,
         policy,
         body_bytes,
@@ -191,11 +224,12 @@ pub async fn completions(
     let format = CompletionChoices {
         vocab: policy.model.vocab.clone(),
         mode,
+        echo,
         echo_last,
         return_token_ids: req.return_token_ids,
     };
     let plan = AnswerPlan {
-        header: ChunkHeader::new("cmpl", CompletionChoices::OBJECT, req.model, &policy),
+        header: ChunkHeader::new("cmpl", CompletionChoices::OBJECT, model, &policy),
         policy,
         plans,
         echo_last,

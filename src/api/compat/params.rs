@@ -43,6 +43,16 @@ pub enum Stop {
     Many(Vec<String>),
 }
 
+/// `logit_bias` in either client's spelling.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum LogitBias {
+    /// OpenAI's: token ids as the object's keys.
+    ByKey(HashMap<String, f64>),
+    /// llama.cpp's server's (lm-eval's `gguf` backend sends it): `[token id, bias]` pairs.
+    Pairs(Vec<(i64, f64)>),
+}
+
 /// `stream_options`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, remote = "Self")]
@@ -69,7 +79,8 @@ pub struct Sampling {
     pub repetition_penalty: Option<f64>,
     pub frequency_penalty: Option<f64>,
     pub presence_penalty: Option<f64>,
-    pub logit_bias: Option<HashMap<String, f64>>,
+    /// OpenAI's `{"<token id>": bias}` or llama.cpp's `[[token id, bias], ...]`.
+    pub logit_bias: Option<LogitBias>,
     pub context_length_exceeded_behavior: Option<String>,
 }
 
@@ -209,19 +220,33 @@ impl Sampling {
         })
     }
 
-    /// `logit_bias` keyed by token id (JSON keys are strings), each id checked against the policy's
-    /// vocabulary; sorted so equal requests give equal options.
+    /// `logit_bias` keyed by token id (JSON keys are strings) or as pairs, each id checked against the
+    /// policy's vocabulary; sorted so equal requests give equal options.
     fn logit_bias(&self, policy: &Policy) -> Result<Vec<(TokenId, f32)>, ApiError> {
+        let entries: Vec<(String, Result<i64, ApiError>, f64)> = match &self.logit_bias {
+            None => Vec::new(),
+            Some(LogitBias::ByKey(map)) => map
+                .iter()
+                .map(|(key, &bias)| {
+                    let field = format!("logit_bias.{key}");
+                    let id = key
+                        .parse()
+                        .map_err(|_| ApiError::invalid(&field, "keys must be token ids"));
+                    (field, id, bias)
+                })
+                .collect(),
+            Some(LogitBias::Pairs(pairs)) => pairs
+                .iter()
+                .enumerate()
+                .map(|(i, &(id, bias))| (format!("logit_bias[{i}]"), Ok(id), bias))
+                .collect(),
+        };
         let mut logit_bias = Vec::new();
-        for (key, &bias) in self.logit_bias.iter().flatten() {
-            let field = format!("logit_bias.{key}");
-            let id: i64 = key
-                .parse()
-                .map_err(|_| ApiError::invalid(&field, "keys must be token ids"))?;
+        for (field, id, bias) in entries {
             let id = policy
                 .model
                 .vocab
-                .check_id(id)
+                .check_id(id?)
                 .map_err(|m| ApiError::invalid(&field, m))?;
             logit_bias.push((id, range(&field, bias, -100.0, 100.0)? as f32));
         }
