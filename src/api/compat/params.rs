@@ -400,7 +400,7 @@ mod fuzz {
     }
 
     const COMPLETION: &[(&str, Kind)] = &[
-        ("model", Kind::Text),
+        ("model", Kind::OptText),
         ("prompt", Kind::Anything),
         ("echo", Kind::Bool),
         ("echo_last", Kind::OptU32),
@@ -413,7 +413,7 @@ mod fuzz {
     ];
 
     const CHAT: &[(&str, Kind)] = &[
-        ("model", Kind::Text),
+        ("model", Kind::OptText),
         ("messages", Kind::Messages),
         ("echo", Kind::Bool),
         ("logprobs", Kind::OptBool),
@@ -467,9 +467,15 @@ mod fuzz {
                     o.iter()
                         .all(|(k, x)| k == "include_usage" && x.is_boolean())
                 }),
-                Kind::LogitBias => v
-                    .as_object()
-                    .is_some_and(|o| o.values().all(Value::is_number)),
+                Kind::LogitBias => {
+                    v.as_object()
+                        .is_some_and(|o| o.values().all(Value::is_number))
+                        || all(v, &|pair| {
+                            pair.as_array().is_some_and(|p| {
+                                p.len() == 2 && p[0].as_i64().is_some() && p[1].is_number()
+                            })
+                        })
+                }
                 Kind::Messages => all(v, &message),
             }
     }
@@ -520,7 +526,7 @@ mod fuzz {
                 .find(|(k, v)| kind_of(table, k).is_some_and(|kind| !takes(kind, v)))
                 .map(|(k, _)| Refusal::Wrong(k.clone()))
         };
-        let required = ["model", "prompt", "messages"];
+        let required = ["prompt", "messages"];
         let missing = fields
             .iter()
             .find(|(n, _)| required.contains(n) && !body.contains_key(*n))
@@ -624,18 +630,18 @@ mod fuzz {
         #[test]
         fn completions_logprobs_modes_follow_openai(
             logprobs in prop::option::of(hostile_json()),
-            top in prop::option::of(prop_oneof![0u32..8, any::<u32>()]),
+            top in prop::option::of(prop_oneof![0u32..24, any::<u32>()]),
         ) {
             let expected = match &logprobs {
                 None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(LogprobsMode::Off),
                 Some(Value::Bool(true)) => Ok(LogprobsMode::Content(top.unwrap_or(0) as usize)),
                 Some(v) => match v.as_u64() {
-                    Some(k) if k <= 5 => Ok(LogprobsMode::Legacy(k as usize)),
+                    Some(k) if k <= 20 => Ok(LogprobsMode::Legacy(k as usize)),
                     _ => Err("logprobs"),
                 },
             }
             .and_then(|mode| match (mode, top) {
-                (LogprobsMode::Content(k), _) if k > 5 => Err("top_logprobs"),
+                (LogprobsMode::Content(k), _) if k > 20 => Err("top_logprobs"),
                 (LogprobsMode::Content(_), _) | (_, None) => Ok(mode),
                 (_, Some(_)) => Err("top_logprobs"),
             });
