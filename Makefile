@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 VENV_FW0 ?= .venv-fireworks0
 VENV_BENCH ?= .venv-bench
+VENV_LMEVAL ?= .venv-lmeval
 DEFAULT_MODEL := $(MODELS)/SmolLM2-135M-Instruct.Q4_1.gguf
 HOST ?= 127.0.0.1
 PORT ?= 8080
@@ -60,6 +61,12 @@ $(VENV_FW0)/.installed: tests/python/requirements-fireworks0.txt
 	$(VENV_FW0)/bin/pip install -q -r tests/python/requirements-fireworks0.txt
 	touch $@
 
+# lm-eval (its API backends, no torch) for tests/python/test_lm_eval.py: ~2 minutes to install, ~760 MB.
+$(VENV_LMEVAL)/.installed: tests/python/requirements-lm-eval.txt
+	$(PYTHON) -m venv $(VENV_LMEVAL)
+	$(VENV_LMEVAL)/bin/pip install -q -r tests/python/requirements-lm-eval.txt
+	touch $@
+
 ## Everything CI runs: style, lints, Rust unit + integration tests, Python reference checks.
 test: deps-test models build $(VENV)/.installed $(VENV_FW0)/.installed lint ci-docker test-rust test-python docker-test-if-engine \
 	slurm-test-if-engine
@@ -71,8 +78,8 @@ lint:
 test-rust: models
 	cargo test --release --locked
 
-test-python: models build $(VENV)/.installed $(VENV_FW0)/.installed
-	$(VENV)/bin/python -m pytest -q tests/python --ignore=tests/python/test_fireworks_legacy.py
+test-python: models build $(VENV)/.installed $(VENV_FW0)/.installed $(VENV_LMEVAL)/.installed
+	LM_EVAL_PYTHON=$(VENV_LMEVAL)/bin/python $(VENV)/bin/python -m pytest -q tests/python --ignore=tests/python/test_fireworks_legacy.py
 	$(VENV_FW0)/bin/python -m pytest -q tests/python/test_fireworks_legacy.py
 
 ## The property tests of the parsers that take user input, with many cases: `make test` runs them bounded
@@ -116,7 +123,7 @@ attack: models
 	LLAMA_SCORER_ATTACK=full cargo test --release --locked --test it attack:: -- --nocapture
 
 clean-venv:
-	rm -rf $(VENV) $(VENV_FW0)
+	rm -rf $(VENV) $(VENV_FW0) $(VENV_LMEVAL)
 
 ## Lint the Dockerfiles (hadolint) and the compose files: the real Compose tool parses and interpolates them
 ## (CPU file alone, and with the GPU override), and check-jsonschema validates them against the compose-spec schema.

@@ -16,9 +16,10 @@ pub const COMPAT_TEMPERATURE_RANGE: (f64, f64) = (0.0, 100.0);
 /// Most alternatives per position on `/v1/logprobs`.
 pub const MAX_TOP_LOGPROBS: u32 = 20;
 
-/// Most alternatives per position in the legacy completions `logprobs: k` (OpenAI's limit of 5), also the
-/// limit of `top_logprobs` with `logprobs: true` on completions.
-pub const MAX_LEGACY_LOGPROBS: u32 = 5;
+/// Most alternatives per position in the legacy completions `logprobs: k`, also the limit of `top_logprobs`
+/// with `logprobs: true` on completions: 20, what hosted APIs accept (Together; OpenAI's own limit was 5)
+/// and above what evaluation harnesses send (lm-eval's `gguf` backend: 10).
+pub const MAX_LEGACY_LOGPROBS: u32 = 20;
 
 /// Most alternatives per position in chat's `top_logprobs` (OpenAI's limit of 20).
 pub const MAX_CHAT_TOP_LOGPROBS: u32 = 20;
@@ -124,7 +125,7 @@ mod tests {
     fn top_logprobs_limits() {
         assert_eq!(check_top_logprobs(20, MAX_TOP_LOGPROBS), Ok(20));
         assert!(check_top_logprobs(21, MAX_TOP_LOGPROBS).is_err());
-        assert!(check_top_logprobs(6, MAX_LEGACY_LOGPROBS).is_err());
+        assert!(check_top_logprobs(21, MAX_LEGACY_LOGPROBS).is_err());
         assert_eq!(check_top_logprobs(20, MAX_CHAT_TOP_LOGPROBS), Ok(20));
     }
 

@@ -15,6 +15,7 @@ mod models;
 mod observe;
 pub(crate) mod origin;
 mod page;
+mod tokenizer;
 pub(crate) mod tokens;
 mod unread_body;
 mod usage;
@@ -62,6 +63,25 @@ impl AppState {
             let known: Vec<&str> = self.policies.all().iter().map(|p| p.name()).collect();
             ApiError::model_not_found(name, &known)
         })
+    }
+
+    /// The policy `name` names, or with no name the one policy served (a client that sends no `model`,
+    /// as lm-eval's `gguf` backend, works against a one-model server); several served need a name.
+    pub fn policy_or_only(&self, name: Option<&str>) -> Result<&ServedPolicy, ApiError> {
+        match (name, self.policies.all()) {
+            (Some(name), _) => self.policy(name),
+            (None, [only]) => Ok(only),
+            (None, all) => {
+                let known: Vec<&str> = all.iter().map(|p| p.name()).collect();
+                Err(ApiError::invalid(
+                    "model",
+                    format!(
+                        "is required when several policies are served: one of {}",
+                        known.join(", ")
+                    ),
+                ))
+            }
+        }
     }
 
     /// When a request that starts now must be answered (the timeout layer's own limit).
@@ -139,6 +159,10 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         engine: state.engine.clone(),
         rate: load_report::Rate::default(),
     });
+    let body_limits = Arc::new(body::BodyLimits {
+        max_bytes: limits.max_body_bytes,
+        timeout: limits.body_timeout,
+    });
     let guarded = Router::new()
         .nest("/v1", api.clone())
         .nest("/inference/v1", api)
@@ -159,10 +183,23 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         )
         // Outside the concurrency limit: a request takes a slot only once its body is in.
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(body::BodyLimits {
-                max_bytes: limits.max_body_bytes,
-                timeout: limits.body_timeout,
-            }),
+            body_limits.clone(),
+            body::receive,
+        ));
+    // The tokenizer at the root, where vLLM and llama.cpp serve it, behind the same guards as the API.
+    let tokenizer_routes = Router::new()
+        .route("/tokenize", post(tokenizer::tokenize))
+        .route("/detokenize", post(tokenizer::detokenize))
+        .route("/tokenizer_info", get(tokenizer::tokenizer_info))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(layer_error))
+                .load_shed()
+                .concurrency_limit(limits.max_concurrent_requests)
+                .timeout(limits.request_timeout),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            body_limits,
             body::receive,
         ));
     let request_id = HeaderName::from_static("x-request-id");
@@ -172,6 +209,7 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(observe::metrics))
+        .merge(tokenizer_routes)
         .method_not_allowed_fallback(health::method_not_allowed)
         .fallback(health::not_found)
         .layer(axum::middleware::from_fn_with_state(

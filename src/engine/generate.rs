@@ -70,6 +70,10 @@ pub enum GenEvent {
     Prompt(Vec<TokenScore>),
     /// A generated token and its log-probability at temperature 1 (with top alternatives).
     Token(TokenScore),
+    /// The end-of-generation token (EOS, EOT, ...) the generation stopped on, scored like any generated
+    /// token: it is part of what was generated (clients of the echo recipe drop the last listed token as
+    /// the generated one), but not of the text. `Done` follows.
+    End(TokenScore),
     /// The end. `text_len` is how many bytes of the generated tokens' text to keep (a stop string and
     /// whatever follows it are cut).
     Done {
@@ -193,15 +197,18 @@ pub fn run(session: &mut Session<'_, '_>, job: &GenerateJob) -> Result<(), Score
     };
     for i in 0..job.options.max_tokens {
         let token = sampler.sample(session.ctx, row).0;
-        if session.vocab.is_end_of_generation(token) {
-            return done(FinishReason::Stop, text.len());
-        }
         let score = score_row(
             session.ctx.get_logits_ith(row),
             token,
             &t1,
             job.top_logprobs,
         )?;
+        if session.vocab.is_end_of_generation(token) {
+            job.events
+                .blocking_send(GenEvent::End(score))
+                .map_err(|_| gone())?;
+            return done(FinishReason::Stop, text.len());
+        }
         let before = text.len();
         text.extend_from_slice(session.vocab.piece(token));
         job.events

@@ -24,6 +24,8 @@ pub struct Policy {
     /// The token scored by `score_end_of_turn`: what the chat template writes after an assistant
     /// message, else the model's end-of-turn token.
     pub end_of_turn: Option<TokenId>,
+    /// The chat template's source (the config's override, else the GGUF's), as tokenizer clients render it.
+    pub chat_template_source: Option<String>,
     template: Option<ChatTemplate>,
 }
 
@@ -52,6 +54,7 @@ impl Policy {
             seed: cfg.seed,
             n_ctx,
             system_prompt: cfg.system_prompt.clone(),
+            chat_template_source: source.map(str::to_string),
             template,
             model,
         })

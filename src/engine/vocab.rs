@@ -172,7 +172,7 @@ impl Vocabulary {
 
     /// llama.cpp's tokenization of a prompt's text with control tokens parsed (no BOS/EOS added), from the
     /// recent-tokenizations cache if there.
-    fn tokenize_prompt_text(&self, model: &LlamaModel, text: &str) -> Vec<TokenId> {
+    pub fn tokenize_prompt_text(&self, model: &LlamaModel, text: &str) -> Vec<TokenId> {
         let key: (bool, Arc<str>) = (true, text.into());
         if let Some(tokens) = self.recent.get(&key) {
             return tokens.to_vec();

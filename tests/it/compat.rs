@@ -337,7 +337,7 @@ fn compat_errors_have_the_fireworks_shape_and_status() {
             "Extra inputs are not permitted",
         ),
         (
-            json!({"model": SMOL, "prompt": "x", "logprobs": 6}),
+            json!({"model": SMOL, "prompt": "x", "logprobs": 21}),
             400,
             "logprobs",
         ),
@@ -347,7 +347,7 @@ fn compat_errors_have_the_fireworks_shape_and_status() {
             "logprobs",
         ),
         (
-            json!({"model": SMOL, "prompt": "x", "logprobs": true, "top_logprobs": 6}),
+            json!({"model": SMOL, "prompt": "x", "logprobs": true, "top_logprobs": 21}),
             400,
             "top_logprobs",
         ),

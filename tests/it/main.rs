@@ -16,6 +16,7 @@ mod fuzz_http;
 #[path = "../../src/fuzz_strategies.rs"]
 mod fuzz_strategies;
 mod hardening;
+mod harness_clients;
 mod identities;
 mod layers;
 mod model_files;

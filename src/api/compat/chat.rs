@@ -26,7 +26,9 @@ use crate::input::WireMessage;
 /// The request body.
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
-    pub model: String,
+    /// The policy; may be left out while the server serves one policy (clients such as lm-eval's
+    /// `gguf` backend send none).
+    pub model: Option<String>,
     pub messages: Vec<WireMessage>,
     /// Also return the rendered prompt (in `content`) and its tokens' log-probabilities.
     #[serde(default)]
@@ -43,8 +45,8 @@ pub struct ChatRequest {
 
 impl CompatRequest for ChatRequest {
     const ENDPOINT: &'static str = "chat/completions";
-    fn model(&self) -> &str {
-        &self.model
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
     fn stream(&self) -> bool {
         self.stream
@@ -58,6 +60,7 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let LocalRequest {
         req,
+        model,
         sampling,
         policy,
         body_bytes,
@@ -88,7 +91,7 @@ pub async fn chat_completions(
         started: HashSet::new(),
     };
     let plan = AnswerPlan {
-        header: ChunkHeader::new("chatcmpl", "chat.completion.chunk", req.model, &policy),
+        header: ChunkHeader::new("chatcmpl", "chat.completion.chunk", model, &policy),
         policy,
         plans,
         echo_last: None,

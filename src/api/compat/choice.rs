@@ -55,7 +55,9 @@ pub struct ChoiceOutcome {
     pub echo: Option<Vec<TokenScore>>,
     /// Generated tokens that start before the kept text ends.
     pub tokens: Vec<TokenScore>,
-    /// All tokens sampled (for usage), including any cut by a stop string.
+    /// The end-of-generation token the generation stopped on, if it did: generated, but not text.
+    pub end: Option<TokenScore>,
+    /// All tokens sampled (for usage), including any cut by a stop string and the end-of-generation one.
     pub sampled: usize,
     /// The generated text kept (bytes; a stop string and what follows are cut).
     pub text: Vec<u8>,
@@ -81,6 +83,7 @@ pub async fn run(policy: &Policy, plan: ChoicePlan) -> Result<ChoiceOutcome, Sco
             prompt: plan.prompt,
             echo,
             tokens: Vec::new(),
+            end: None,
             sampled: 0,
             text: Vec::new(),
             finish: FinishReason::Length,
@@ -101,6 +104,7 @@ pub async fn run(policy: &Policy, plan: ChoicePlan) -> Result<ChoiceOutcome, Sco
         prompt: plan.prompt,
         echo: None,
         tokens: Vec::new(),
+        end: None,
         sampled: 0,
         text: Vec::new(),
         finish: FinishReason::Length,
@@ -114,8 +118,9 @@ pub async fn run(policy: &Policy, plan: ChoicePlan) -> Result<ChoiceOutcome, Sco
                 outcome.text.extend_from_slice(vocab.piece(t.token));
                 outcome.tokens.push(t);
             }
+            GenEvent::End(t) => outcome.end = Some(t),
             GenEvent::Done { reason, text_len } => {
-                outcome.sampled = outcome.tokens.len();
+                outcome.sampled = outcome.tokens.len() + usize::from(outcome.end.is_some());
                 outcome.text.truncate(text_len);
                 let keep = starts.iter().take_while(|&&s| s < text_len).count();
                 outcome.tokens.truncate(keep);
@@ -131,6 +136,7 @@ pub async fn run(policy: &Policy, plan: ChoicePlan) -> Result<ChoiceOutcome, Sco
 }
 
 /// One token of a choice's output, in order, with its score (`None` for a first token without context).
+#[derive(Clone, Copy)]
 pub struct Line<'a> {
     pub token: TokenId,
     pub score: Option<&'a TokenScore>,
@@ -148,6 +154,18 @@ impl ChoiceOutcome {
             }
         }
         out.extend(self.tokens.iter().map(|t| Line {
+            token: t.token,
+            score: Some(t),
+        }));
+        out
+    }
+
+    /// [`ChoiceOutcome::lines`] and then the end-of-generation token the generation stopped on, as
+    /// completions list it (OpenAI's legacy completions did): an echo with generation always ends with
+    /// what was generated, so a client that drops the last entry as the generated token drops that one.
+    pub fn lines_with_end(&self, echo_last: Option<usize>) -> Vec<Line<'_>> {
+        let mut out = self.lines(echo_last);
+        out.extend(self.end.iter().map(|t| Line {
             token: t.token,
             score: Some(t),
         }));
@@ -174,7 +192,22 @@ pub fn echoed(prompt: &PreparedItem, echo_last: Option<usize>) -> std::ops::Rang
 
 /// Characters (UTF-8 sequences) that start in `bytes`: OpenAI's `text_offset` counts characters.
 pub fn chars_in(bytes: &[u8]) -> usize {
-    bytes.iter().filter(|&&b| (b & 0xC0) != 0x80).count()
+    bytes.iter().filter(|&&b| !is_continuation(b)).count()
+}
+
+fn is_continuation(b: u8) -> bool {
+    (b & 0xC0) == 0x80
+}
+
+/// The `text_offset` of a token whose bytes follow `chars_before` started characters: the offset of the
+/// character its first byte belongs to. A token that starts inside a character (the tail of an emoji or
+/// CJK character split over tokens) gets the offset of that character, not of the next one, so a client
+/// that splits context from continuation by offset puts it on the side where its character starts.
+pub fn token_offset(chars_before: usize, piece: &[u8]) -> usize {
+    match piece.first() {
+        Some(&b) if is_continuation(b) => chars_before.saturating_sub(1),
+        _ => chars_before,
+    }
 }
 
 /// OpenAI's legacy logprobs object (`logprobs: <int>`).
@@ -217,7 +250,7 @@ fn text_of(vocab: &Vocabulary, t: TokenId) -> String {
     String::from_utf8_lossy(vocab.piece(t)).into_owned()
 }
 
-/// The legacy object for `lines`, whose text starts `offset` characters into the returned text.
+/// The legacy object for `lines`, whose text starts after `offset` characters of the returned text.
 pub fn legacy(
     vocab: &Vocabulary,
     lines: &[Line<'_>],
@@ -244,14 +277,15 @@ pub fn legacy(
             }
             tops.push(map);
         }
-        out.text_offset.push(offset);
+        out.text_offset
+            .push(token_offset(offset, vocab.piece(line.token)));
         out.token_ids.push(line.token);
         offset += chars_in(vocab.piece(line.token));
     }
     out
 }
 
-/// The `content[]` shape for `lines`, whose text starts `offset` characters into the returned text.
+/// The `content[]` shape for `lines`, whose text starts after `offset` characters of the returned text.
 pub fn content(vocab: &Vocabulary, lines: &[Line<'_>], mut offset: usize) -> ContentLogprobs {
     let content = lines
         .iter()
@@ -268,7 +302,7 @@ pub fn content(vocab: &Vocabulary, lines: &[Line<'_>], mut offset: usize) -> Con
                         logprob: t.logprob,
                     })
                     .collect(),
-                text_offset: offset,
+                text_offset: token_offset(offset, vocab.piece(line.token)),
             };
             offset += chars_in(vocab.piece(line.token));
             entry
@@ -279,7 +313,7 @@ pub fn content(vocab: &Vocabulary, lines: &[Line<'_>], mut offset: usize) -> Con
 
 #[cfg(test)]
 mod tests {
-    use super::chars_in;
+    use super::{chars_in, token_offset};
 
     #[test]
     fn text_offsets_count_characters_not_bytes() {
@@ -289,5 +323,28 @@ mod tests {
         // A token holding the start of a character counts it; one holding only its tail does not.
         assert_eq!(chars_in(&"😀".as_bytes()[..2]), 1);
         assert_eq!(chars_in(&"😀".as_bytes()[2..]), 0);
+    }
+
+    #[test]
+    fn a_token_starting_inside_a_character_has_that_characters_offset() {
+        // "a😀b" split as "a", 😀[..2], 😀[2..], "b": the tail belongs to the character at offset 1.
+        let text = "a😀b".as_bytes();
+        let pieces = [&text[..1], &text[1..3], &text[3..5], &text[5..]];
+        let mut before = 0;
+        let mut offsets = Vec::new();
+        for p in pieces {
+            offsets.push(token_offset(before, p));
+            before += chars_in(p);
+        }
+        assert_eq!(offsets, [0, 1, 1, 2]);
+        // Every offset indexes the character that holds the token's first byte.
+        let starts: Vec<usize> = [0, 1, 3, 5]
+            .iter()
+            .map(|&b| std::str::from_utf8(&text[..b]).map_or_else(|e| e.valid_up_to(), |s| s.len()))
+            .map(|b| std::str::from_utf8(&text[..b]).unwrap().chars().count())
+            .collect();
+        assert_eq!(offsets, starts);
+        assert_eq!(token_offset(0, &"😀".as_bytes()[3..]), 0);
+        assert_eq!(token_offset(5, b""), 5);
     }
 }

@@ -17,14 +17,18 @@ use super::params::{LogprobsMode, StreamOptions};
 use super::request::{CompatRequest, LocalRequest, Opened, open};
 use super::stream::Delta;
 use super::{Budget, plan_choices};
+use crate::api::tokens::TokenView;
 use crate::api::{ApiError, AppState};
 use crate::engine::PromptInput;
+use crate::engine::vocab::TokenId;
 use crate::engine::vocab::Vocabulary;
 
 /// The request body.
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
-    pub model: String,
+    /// The policy; may be left out while the server serves one policy (clients such as lm-eval's
+    /// `gguf` backend send none).
+    pub model: Option<String>,
     pub prompt: Value,
     #[serde(default)]
     pub echo: bool,
@@ -96,21 +100,80 @@ struct CompletionChoice {
 #[serde(untagged)]
 enum ChoiceLogprobs {
     Legacy(choice::LegacyLogprobs),
+    /// Without echo, the legacy object also carries the same tokens as llama.cpp's server answers an integer
+    /// `logprobs` on completions (`content[]` whose entries have `id`), which llama.cpp clients read
+    /// (lm-eval's `gguf` backend since its rewrite); with echo (the scoring recipe, long answers) it is the
+    /// legacy object alone.
+    LegacyWithLlamaContent {
+        #[serde(flatten)]
+        legacy: choice::LegacyLogprobs,
+        content: LlamaContent,
+    },
     Content(choice::ContentLogprobs),
+}
+
+/// `content[]` with llama.cpp's `id` beside each `token_id` (entries and their alternatives).
+struct LlamaContent(choice::ContentLogprobs);
+
+/// One `content[]` entry as llama.cpp writes it.
+#[derive(Serialize)]
+struct LlamaEntry<'a> {
+    id: TokenId,
+    #[serde(flatten)]
+    view: &'a TokenView,
+    logprob: f64,
+    top_logprobs: Vec<LlamaTop<'a>>,
+    text_offset: usize,
+}
+
+/// One alternative of a [`LlamaEntry`].
+#[derive(Serialize)]
+struct LlamaTop<'a> {
+    id: TokenId,
+    #[serde(flatten)]
+    view: &'a TokenView,
+    logprob: f64,
+}
+
+impl Serialize for LlamaContent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.content.iter().map(|e| {
+            LlamaEntry {
+                id: e.view.token_id,
+                view: &e.view,
+                logprob: e.logprob,
+                top_logprobs: e
+                    .top_logprobs
+                    .iter()
+                    .map(|t| LlamaTop {
+                        id: t.view.token_id,
+                        view: &t.view,
+                        logprob: t.logprob,
+                    })
+                    .collect(),
+                text_offset: e.text_offset,
+            }
+        }))
+    }
 }
 
 /// The logprobs of a choice (or a streamed delta) in the requested shape.
 fn logprobs_value(
     vocab: &Vocabulary,
     mode: LogprobsMode,
+    echo: bool,
     lines: &[choice::Line<'_>],
     offset: usize,
 ) -> Option<ChoiceLogprobs> {
     match mode {
         LogprobsMode::Off => None,
-        LogprobsMode::Legacy(k) => Some(ChoiceLogprobs::Legacy(choice::legacy(
+        LogprobsMode::Legacy(k) if echo => Some(ChoiceLogprobs::Legacy(choice::legacy(
             vocab, lines, k, offset,
         ))),
+        LogprobsMode::Legacy(k) => Some(ChoiceLogprobs::LegacyWithLlamaContent {
+            legacy: choice::legacy(vocab, lines, k, offset),
+            content: LlamaContent(choice::content(vocab, lines, offset)),
+        }),
         LogprobsMode::Content(_) => Some(ChoiceLogprobs::Content(choice::content(
             vocab, lines, offset,
         ))),
@@ -121,6 +184,7 @@ fn logprobs_value(
 struct CompletionChoices {
     vocab: Arc<Vocabulary>,
     mode: LogprobsMode,
+    echo: bool,
     echo_last: Option<usize>,
     return_token_ids: bool,
 }
@@ -130,10 +194,12 @@ impl ChoiceFormat for CompletionChoices {
     type Choice = CompletionChoice;
 
     fn delta(&mut self, d: &Delta, lines: &[choice::Line<'_>]) -> Value {
+        let mut lines = lines.to_vec();
+        lines.extend(d.end.as_ref().map(|l| l.as_line()));
         let logprobs = if lines.is_empty() {
             None
         } else {
-            logprobs_value(&self.vocab, self.mode, lines, d.offset)
+            logprobs_value(&self.vocab, self.mode, self.echo, &lines, d.offset)
         };
         json!({"index": d.index, "text": d.text, "logprobs": logprobs,
                "finish_reason": d.finish.map(|f| f.as_str())})
@@ -153,12 +219,12 @@ impl ChoiceFormat for CompletionChoices {
                 .sum()
         };
         text.extend_from_slice(&outcome.text);
-        let lines = outcome.lines(echo_last);
+        let lines = outcome.lines_with_end(echo_last);
         let ids = self.return_token_ids;
         CompletionChoice {
             index,
             text: String::from_utf8_lossy(&text).into_owned(),
-            logprobs: logprobs_value(vocab, self.mode, &lines, offset),
+            logprobs: logprobs_value(vocab, self.mode, self.echo, &lines, offset),
             finish_reason: outcome.finish.as_str(),
             prompt_token_ids: ids
                 .then(|| outcome.prompt.tokens[..outcome.prompt.prompt_len].to_vec()),
@@ -169,8 +235,8 @@ impl ChoiceFormat for CompletionChoices {
 
 impl CompatRequest for CompletionRequest {
     const ENDPOINT: &'static str = "completions";
-    fn model(&self) -> &str {
-        &self.model
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
     fn stream(&self) -> bool {
         self.stream
@@ -184,6 +250,7 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let LocalRequest {
         mut req,
+        model,
         sampling,
         policy,
         body_bytes,
@@ -217,11 +284,12 @@ pub async fn completions(
     let format = CompletionChoices {
         vocab: policy.model.vocab.clone(),
         mode,
+        echo,
         echo_last,
         return_token_ids: req.return_token_ids,
     };
     let plan = AnswerPlan {
-        header: ChunkHeader::new("cmpl", CompletionChoices::OBJECT, req.model, &policy),
+        header: ChunkHeader::new("cmpl", CompletionChoices::OBJECT, model, &policy),
         policy,
         plans,
         echo_last,

@@ -42,6 +42,16 @@ pub enum Stop {
     Many(Vec<String>),
 }
 
+/// `logit_bias` in either client's spelling.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum LogitBias {
+    /// OpenAI's: token ids as the object's keys.
+    ByKey(HashMap<String, f64>),
+    /// llama.cpp's server's (lm-eval's `gguf` backend sends it): `[token id, bias]` pairs.
+    Pairs(Vec<(i64, f64)>),
+}
+
 /// `stream_options`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, remote = "Self")]
@@ -68,7 +78,8 @@ pub struct Sampling {
     pub repetition_penalty: Option<f64>,
     pub frequency_penalty: Option<f64>,
     pub presence_penalty: Option<f64>,
-    pub logit_bias: Option<HashMap<String, f64>>,
+    /// OpenAI's `{"<token id>": bias}` or llama.cpp's `[[token id, bias], ...]`.
+    pub logit_bias: Option<LogitBias>,
     pub context_length_exceeded_behavior: Option<String>,
 }
 
@@ -200,21 +211,39 @@ impl Sampling {
         })
     }
 
-    /// `logit_bias` keyed by token id (JSON keys are strings), each id checked against the policy's
-    /// vocabulary; sorted so equal requests give equal options.
+    /// `logit_bias` keyed by token id (JSON keys are strings) or as pairs, each id checked against the
+    /// policy's vocabulary; sorted so equal requests give equal options.
     fn logit_bias(&self, policy: &Policy) -> Result<Vec<(TokenId, f32)>, ApiError> {
-        let entries = self.logit_bias.as_ref().map_or(0, HashMap::len);
-        check_logit_bias_len(entries).map_err(|m| ApiError::invalid("logit_bias", m))?;
-        let mut logit_bias = Vec::with_capacity(entries);
-        for (key, &bias) in self.logit_bias.iter().flatten() {
-            let field = format!("logit_bias.{key}");
-            let id: i64 = key
-                .parse()
-                .map_err(|_| ApiError::invalid(&field, "keys must be token ids"))?;
+        let count = match &self.logit_bias {
+            None => 0,
+            Some(LogitBias::ByKey(map)) => map.len(),
+            Some(LogitBias::Pairs(pairs)) => pairs.len(),
+        };
+        check_logit_bias_len(count).map_err(|m| ApiError::invalid("logit_bias", m))?;
+        let entries: Vec<(String, Result<i64, ApiError>, f64)> = match &self.logit_bias {
+            None => Vec::new(),
+            Some(LogitBias::ByKey(map)) => map
+                .iter()
+                .map(|(key, &bias)| {
+                    let field = format!("logit_bias.{key}");
+                    let id = key
+                        .parse()
+                        .map_err(|_| ApiError::invalid(&field, "keys must be token ids"));
+                    (field, id, bias)
+                })
+                .collect(),
+            Some(LogitBias::Pairs(pairs)) => pairs
+                .iter()
+                .enumerate()
+                .map(|(i, &(id, bias))| (format!("logit_bias[{i}]"), Ok(id), bias))
+                .collect(),
+        };
+        let mut logit_bias = Vec::with_capacity(entries.len());
+        for (field, id, bias) in entries {
             let id = policy
                 .model
                 .vocab
-                .check_id(id)
+                .check_id(id?)
                 .map_err(|m| ApiError::invalid(&field, m))?;
             logit_bias.push((id, range(&field, bias, -100.0, 100.0)? as f32));
         }
@@ -352,7 +381,6 @@ mod fuzz {
     /// The JSON a field takes.
     #[derive(Debug, Clone, Copy)]
     enum Kind {
-        Text,
         OptText,
         Anything,
         Bool,
@@ -368,7 +396,7 @@ mod fuzz {
     }
 
     const COMPLETION: &[(&str, Kind)] = &[
-        ("model", Kind::Text),
+        ("model", Kind::OptText),
         ("prompt", Kind::Anything),
         ("echo", Kind::Bool),
         ("echo_last", Kind::OptU32),
@@ -381,7 +409,7 @@ mod fuzz {
     ];
 
     const CHAT: &[(&str, Kind)] = &[
-        ("model", Kind::Text),
+        ("model", Kind::OptText),
         ("messages", Kind::Messages),
         ("echo", Kind::Bool),
         ("logprobs", Kind::OptBool),
@@ -421,9 +449,9 @@ mod fuzz {
                     && o.get("name").is_none_or(|n| n.is_string() || n.is_null())
             })
         };
-        v.is_null() && !matches!(kind, Kind::Text | Kind::Bool | Kind::Messages)
+        v.is_null() && !matches!(kind, Kind::Bool | Kind::Messages)
             || match kind {
-                Kind::Text | Kind::OptText => v.is_string(),
+                Kind::OptText => v.is_string(),
                 Kind::Anything => true,
                 Kind::Bool | Kind::OptBool => v.is_boolean(),
                 Kind::OptU32 => v.as_u64().is_some_and(|n| n <= u64::from(u32::MAX)),
@@ -435,9 +463,15 @@ mod fuzz {
                     o.iter()
                         .all(|(k, x)| k == "include_usage" && x.is_boolean())
                 }),
-                Kind::LogitBias => v
-                    .as_object()
-                    .is_some_and(|o| o.values().all(Value::is_number)),
+                Kind::LogitBias => {
+                    v.as_object()
+                        .is_some_and(|o| o.values().all(Value::is_number))
+                        || all(v, &|pair| {
+                            pair.as_array().is_some_and(|p| {
+                                p.len() == 2 && p[0].as_i64().is_some() && p[1].is_number()
+                            })
+                        })
+                }
                 Kind::Messages => all(v, &message),
             }
     }
@@ -488,7 +522,7 @@ mod fuzz {
                 .find(|(k, v)| kind_of(table, k).is_some_and(|kind| !takes(kind, v)))
                 .map(|(k, _)| Refusal::Wrong(k.clone()))
         };
-        let required = ["model", "prompt", "messages"];
+        let required = ["prompt", "messages"];
         let missing = fields
             .iter()
             .find(|(n, _)| required.contains(n) && !body.contains_key(*n))
@@ -592,18 +626,18 @@ mod fuzz {
         #[test]
         fn completions_logprobs_modes_follow_openai(
             logprobs in prop::option::of(hostile_json()),
-            top in prop::option::of(prop_oneof![0u32..8, any::<u32>()]),
+            top in prop::option::of(prop_oneof![0u32..24, any::<u32>()]),
         ) {
             let expected = match &logprobs {
                 None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(LogprobsMode::Off),
                 Some(Value::Bool(true)) => Ok(LogprobsMode::Content(top.unwrap_or(0) as usize)),
                 Some(v) => match v.as_u64() {
-                    Some(k) if k <= 5 => Ok(LogprobsMode::Legacy(k as usize)),
+                    Some(k) if k <= 20 => Ok(LogprobsMode::Legacy(k as usize)),
                     _ => Err("logprobs"),
                 },
             }
             .and_then(|mode| match (mode, top) {
-                (LogprobsMode::Content(k), _) if k > 5 => Err("top_logprobs"),
+                (LogprobsMode::Content(k), _) if k > 20 => Err("top_logprobs"),
                 (LogprobsMode::Content(_), _) | (_, None) => Ok(mode),
                 (_, Some(_)) => Err("top_logprobs"),
             });

@@ -19,8 +19,8 @@ use crate::served::{RemotePolicy, ServedPolicy};
 pub trait CompatRequest: DeserializeOwned {
     /// The endpoint's path after `/v1/`, as a remote policy's upstream is called.
     const ENDPOINT: &'static str;
-    /// The policy asked for.
-    fn model(&self) -> &str;
+    /// The policy asked for; `None` when the client sent no `model` (allowed while one policy is served).
+    fn model(&self) -> Option<&str>;
     /// Whether the client asked for server-sent events.
     fn stream(&self) -> bool;
 }
@@ -28,6 +28,8 @@ pub trait CompatRequest: DeserializeOwned {
 /// A request for a local policy, parsed but not yet validated.
 pub struct LocalRequest<R> {
     pub req: R,
+    /// The policy's name as the answer's `model` gives it: as the client wrote it, else the one served.
+    pub model: String,
     pub sampling: Sampling,
     pub policy: Arc<Policy>,
     /// The body's size, which decides where its prompts are tokenized.
@@ -50,9 +52,11 @@ pub async fn open<R: CompatRequest>(
     let body_bytes = body.as_ref().map_or(0, |b| b.len());
     let raw = body.as_ref().ok().cloned();
     let (req, sampling) = parse_with_sampling::<R>(body)?;
-    let routed = local_or_forward(state, req.model(), R::ENDPOINT, raw, req.stream()).await?;
+    let model = state.policy_or_only(req.model())?.name().to_string();
+    let routed = local_or_forward(state, &model, R::ENDPOINT, raw, req.stream()).await?;
     Ok(match routed {
         Ok(policy) => Opened::Local(LocalRequest {
+            model: req.model().map_or(model, str::to_string),
             req,
             sampling,
             policy,

@@ -35,8 +35,11 @@ pub struct Delta {
     pub index: usize,
     pub text: String,
     pub lines: Vec<OwnedLine>,
-    /// Character offset of the first line's token in the choice's whole text.
+    /// Characters of the choice's whole text before the first line's token.
     pub offset: usize,
+    /// The end-of-generation token the generation stopped on (in the last delta): completions list it
+    /// after `lines`, chat does not (see [`choice::ChoiceOutcome::lines_with_end`]).
+    pub end: Option<OwnedLine>,
     pub finish: Option<FinishReason>,
 }
 
@@ -147,6 +150,7 @@ async fn run_choice_inner(
         },
     };
     let mut sampled = 0usize;
+    let mut end = None;
     while let Some(event) = rx.recv().await {
         match event {
             GenEvent::Prompt(scores) => send(deltas.echo(&prompt, &scores, echo_last)).await?,
@@ -154,8 +158,12 @@ async fn run_choice_inner(
                 sampled += 1;
                 send(deltas.token(t)).await?;
             }
+            GenEvent::End(t) => {
+                sampled += 1;
+                end = Some(t);
+            }
             GenEvent::Done { reason, text_len } => {
-                send(deltas.done(reason, text_len)).await?;
+                send(deltas.done(reason, text_len, end.take())).await?;
                 return Ok(sampled);
             }
             GenEvent::Error(e) => return Err(e.into()),
@@ -190,6 +198,7 @@ fn score_only_delta(
         text,
         lines,
         offset: 0,
+        end: None,
         finish: Some(outcome.finish),
     }
 }
@@ -241,10 +250,16 @@ impl Deltas<'_> {
         self.next(text, lines, chars, None)
     }
 
-    /// The end: the rest of the kept text, and why generation stopped.
-    fn done(&mut self, reason: FinishReason, text_len: usize) -> Delta {
+    /// The end: the rest of the kept text, the end-of-generation token if one ended it, and why
+    /// generation stopped.
+    fn done(&mut self, reason: FinishReason, text_len: usize, end: Option<TokenScore>) -> Delta {
         let text = self.held.finish(text_len);
-        self.next(text, Vec::new(), 0, Some(reason))
+        let mut delta = self.next(text, Vec::new(), 0, Some(reason));
+        delta.end = end.map(|t| OwnedLine {
+            token: t.token,
+            score: Some(t),
+        });
+        delta
     }
 
     /// A delta at the current offset, moving the offset past the `chars` its tokens cover.
@@ -262,6 +277,7 @@ impl Deltas<'_> {
             text,
             lines,
             offset,
+            end: None,
             finish,
         }
     }
