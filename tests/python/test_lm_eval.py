@@ -2,8 +2,7 @@
 (`lm_eval`, from its own venv, see requirements-lm-eval.txt) with only `base_url` (and `model` where the
 backend sends one), offline, on the small tasks in lm_eval_tasks/. Every log-likelihood lm-eval reports is
 checked against the native /v1/logprobs of the same token split, and each task's acc/acc_norm against the
-float64 reference computed from those. The rewritten `gguf` backend of lm-eval's main branch runs too
-(`gguf-main`, lm_eval_gguf_main.py)."""
+float64 reference computed from those."""
 
 import glob
 import json
@@ -62,7 +61,7 @@ def lm_eval(args, out):
     """Runs lm-eval's CLI offline on the project's tasks; returns (results, samples by task)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                HF_DATASETS_CACHE=str(out / "hf"), OPENAI_API_KEY="")
-    cmd = [str(LM_EVAL_PYTHON), str(ROOT / "tests" / "python" / "lm_eval_cli.py"), *args,
+    cmd = [str(LM_EVAL_PYTHON), "-m", "lm_eval", *args,
            "--include_path", str(TASKS), "--output_path", str(out), "--log_samples"]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
@@ -118,11 +117,6 @@ def by_offset_split(base, context, continuation):
     # target delimiter, that leaves nothing to score (lm-eval 0.4's `gguf` then reports 0.0).
     k = next((i for i, o in enumerate(offsets) if o >= len(context)), len(ids))
     return ids[:k], ids[k:]
-
-
-def separate_split(base, context, continuation):
-    """lm-eval main's `gguf` split: context (with BOS as the model asks) and continuation tokenized apart."""
-    return tokenize(base, context, True), tokenize(base, continuation, False)
 
 
 def check_loglikelihoods(base, results, samples, split, tasks):
@@ -191,16 +185,6 @@ def test_gguf_release(one_model_server, tmp_path):
         tmp_path)
     check_loglikelihoods(base, results, samples, by_offset_split, MC_TASKS)
     check_generations(base, samples, "scorer_gen", strip=True, max_tokens=16)
-
-
-@pytest.mark.xfail(strict=True, reason="a loglikelihood request of the rewritten backend gets 400; not yet diagnosed "
-                   "(its request shape alone passes: tests/it/harness_clients.rs)")
-def test_gguf_main_branch(one_model_server, tmp_path):
-    base = one_model_server
-    results, samples = lm_eval(
-        ["--model", "gguf-main", "--model_args", f"base_url={base}", "--tasks", "scorer_mc,scorer_gen"], tmp_path)
-    check_loglikelihoods(base, results, samples, separate_split, ["scorer_mc"])
-    check_generations(base, samples, "scorer_gen", strip=True)
 
 
 def test_local_chat_completions_generation(one_model_server, tmp_path):
