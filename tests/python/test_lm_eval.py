@@ -193,7 +193,9 @@ def test_local_chat_completions_generation(one_model_server, tmp_path):
         ["--model", "local-chat-completions", "--model_args", f"model={MODEL},base_url={base}/v1/chat/completions",
          "--apply_chat_template", "--tasks", "scorer_gen"], tmp_path)
     for s in samples["scorer_gen"]:
-        messages = json.loads(s["arguments"]["gen_args_0"]["arg_0"])
+        arg = s["arguments"]["gen_args_0"]["arg_0"]
+        # lm-eval logs the chat prompt as the message list, or as its JSON text (older releases).
+        messages = json.loads(arg) if isinstance(arg, str) else arg
         r = requests.post(base + "/v1/chat/completions", json={"messages": messages, "max_tokens": 8,
                                                                "temperature": 0, "stop": ["\n", "."]}, timeout=600)
         assert r.status_code == 200, r.text
