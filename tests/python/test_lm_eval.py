@@ -194,8 +194,11 @@ def test_local_chat_completions_generation(one_model_server, tmp_path):
          "--apply_chat_template", "--tasks", "scorer_gen"], tmp_path)
     for s in samples["scorer_gen"]:
         arg = s["arguments"]["gen_args_0"]["arg_0"]
-        # lm-eval logs the chat prompt as the message list, or as its JSON text (older releases).
-        messages = json.loads(arg) if isinstance(arg, str) else arg
+        # lm-eval logs the chat prompt as the JSON text of the message list, alone or inside a list.
+        if isinstance(arg, list):
+            assert len(arg) == 1 and isinstance(arg[0], str), arg
+            arg = arg[0]
+        messages = json.loads(arg)
         r = requests.post(base + "/v1/chat/completions", json={"messages": messages, "max_tokens": 8,
                                                                "temperature": 0, "stop": ["\n", "."]}, timeout=600)
         assert r.status_code == 200, r.text
