@@ -173,8 +173,8 @@ def build_pool():
         ("top-logprobs-21", "/v1/logprobs", {"model": "gemma-t05", "prompt": "a", "response": "b", "top_logprobs": 21}),
         ("no-template", "/v1/logprobs", {"model": "gemma", "messages": [{"role": "user", "content": "hi"}],
                                          "response": "hello"}),
-        ("logprobs-9", "/v1/completions", {"model": "smol", "prompt": "x", "max_tokens": 0, "echo": True,
-                                           "logprobs": 9}),
+        ("logprobs-21", "/v1/completions", {"model": "smol", "prompt": "x", "max_tokens": 0, "echo": True,
+                                           "logprobs": 21}),
         ("empty-messages", "/v1/chat/completions", {"model": "smol-t07", "messages": [], "max_tokens": 4}),
     ]
     for name, path, body in invalid:

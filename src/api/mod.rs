@@ -163,9 +163,15 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         max_bytes: limits.max_body_bytes,
         timeout: limits.body_timeout,
     });
+    // The tokenizer at the root, where vLLM and llama.cpp serve it, behind the same guards as the API.
+    let tokenizer = Router::new()
+        .route("/tokenize", post(tokenizer::tokenize))
+        .route("/detokenize", post(tokenizer::detokenize))
+        .route("/tokenizer_info", get(tokenizer::tokenizer_info));
     let guarded = Router::new()
         .nest("/v1", api.clone())
         .nest("/inference/v1", api)
+        .merge(tokenizer)
         .layer(axum::middleware::from_fn_with_state(
             reporter,
             load_report::add_header,
@@ -183,22 +189,6 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         )
         // Outside the concurrency limit: a request takes a slot only once its body is in.
         .layer(axum::middleware::from_fn_with_state(
-            body_limits.clone(),
-            body::receive,
-        ));
-    // The tokenizer at the root, where vLLM and llama.cpp serve it, behind the same guards as the API.
-    let tokenizer_routes = Router::new()
-        .route("/tokenize", post(tokenizer::tokenize))
-        .route("/detokenize", post(tokenizer::detokenize))
-        .route("/tokenizer_info", get(tokenizer::tokenizer_info))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(layer_error))
-                .load_shed()
-                .concurrency_limit(limits.max_concurrent_requests)
-                .timeout(limits.request_timeout),
-        )
-        .layer(axum::middleware::from_fn_with_state(
             body_limits,
             body::receive,
         ));
@@ -209,7 +199,6 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(observe::metrics))
-        .merge(tokenizer_routes)
         .method_not_allowed_fallback(health::method_not_allowed)
         .fallback(health::not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -1,5 +1,6 @@
 """Starts the real llama-scorer binary on the real test models for the Python tests."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -21,6 +22,36 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(args, port, name):
+    """`llama-scorer serve ARGS --port PORT` (its log in the temp folder), once /health answers; stopped on
+    exit."""
+    log = open(Path(tempfile.gettempdir()) / f"llama-scorer-{name}-{port}.log", "w")
+    proc = subprocess.Popen(
+        [str(BINARY), "serve", *args, "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}; see {log.name}")
+        try:
+            if requests.get(base + "/health", timeout=1).ok:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("server did not start in 120 s")
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 API_KEY = "test-key"
@@ -45,28 +76,8 @@ def server():
         f"  smol-short: {{model: {SMOL}, n_ctx: 64}}\n"
     )
     config.close()
-    log = open(Path(tempfile.gettempdir()) / f"llama-scorer-pytest-{port}.log", "w")
-    proc = subprocess.Popen(
-        [str(BINARY), "serve", "--config", config.name, "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}; see {log.name}")
-        try:
-            if requests.get(base + "/health", timeout=1).ok:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("server did not start in 120 s")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    with serving(["--config", config.name], port, "pytest") as base:
+        yield base
     os.unlink(config.name)
 
 

@@ -73,7 +73,7 @@ def test_openai_errors_map_to_sdk_exceptions(server, oai):
         oai.completions.create(model="smol", prompt="x", max_tokens=0, extra_body={"bogus": 1})
     assert "Extra inputs are not permitted" in str(e.value)
     with pytest.raises(openai.BadRequestError):
-        oai.completions.create(model="smol", prompt="x", logprobs=9)
+        oai.completions.create(model="smol", prompt="x", logprobs=21)
     bad = openai.OpenAI(base_url=server + "/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()

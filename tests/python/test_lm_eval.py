@@ -8,15 +8,12 @@ import glob
 import json
 import os
 import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import BINARY, ROOT, SMOL, _free_port
+from conftest import BINARY, ROOT, SMOL, _free_port, serving
 
 LM_EVAL_PYTHON = Path(os.environ.get("LM_EVAL_PYTHON", ROOT / ".venv-lmeval" / "bin" / "python"))
 TASKS = ROOT / "tests" / "python" / "lm_eval_tasks"
@@ -32,29 +29,8 @@ def one_model_server():
     for f in (BINARY, SMOL, LM_EVAL_PYTHON):
         if not f.exists():
             pytest.fail(f"{f} is missing: run `make build`, scripts/fetch-models.sh and `make test-python`")
-    port = _free_port()
-    log = open(Path(tempfile.gettempdir()) / f"llama-scorer-lm-eval-{port}.log", "w")
-    proc = subprocess.Popen(
-        [str(BINARY), "serve", "--model", str(SMOL), "--alias", MODEL, "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}; see {log.name}")
-        try:
-            if requests.get(base + "/health", timeout=1).ok:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("server did not start in 120 s")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    with serving(["--model", str(SMOL), "--alias", MODEL], _free_port(), "lm-eval") as base:
+        yield base
 
 
 def lm_eval(args, out):
