@@ -1,73 +1,51 @@
-//! Starting the service: load the engine, bind the listener, serve until SIGINT/SIGTERM, then drain.
+//! Starting the service: bind the listener, load the engine while the port already answers (probes get
+//! 503 `loading`), serve until SIGINT/SIGTERM, then drain.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
-use crate::api::{AppState, HttpLimits, router};
+use crate::api::{AppState, HttpLimits, Starting, loading_router, router};
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Engine, LoadProgress, StartupError};
 use crate::listener::{self, ConnLimits, nofile};
 use crate::served::Policies;
 
-/// A server whose models are loaded and whose port is bound, ready to serve.
+/// A server whose port is bound and whose models are loading (on a blocking thread).
 pub struct Server {
     listener: TcpListener,
-    app: axum::Router,
-    state: Arc<AppState>,
+    cfg: Config,
+    limits: HttpLimits,
     connections: ConnLimits,
-    shutdown_timeout: Duration,
-    pub engine: Arc<Engine>,
+    progress: LoadProgress,
+    loading: JoinHandle<Result<Engine, StartupError>>,
 }
 
 impl Server {
-    /// Loads every model (on a blocking thread) and binds `host:port` (port 0 picks a free one).
+    /// Binds `host:port` (port 0 picks a free one) and starts loading every model; [`Server::serve`]
+    /// answers from the moment it is called, with 503 `loading` until the models are in.
     pub async fn start(cfg: Config) -> anyhow::Result<Server> {
-        let engine_cfg = cfg.clone();
-        let engine =
-            tokio::task::spawn_blocking(move || Engine::start(&engine_cfg.engine_settings()))
-                .await
-                .context("engine start-up panicked")??;
-        let engine = Arc::new(engine);
         let listener = listener::bind(&cfg.host, cfg.port)
             .await
             .with_context(|| format!("cannot listen on {}:{}", cfg.host, cfg.port))?;
         let loopback = listener.local_addr()?.ip().is_loopback();
-        let connections = connection_limits(&cfg);
-        let policies = Policies::new(
-            &engine,
-            cfg.remote_policies.clone(),
-            cfg.cache,
-            &cfg.policy_order,
-        )
-        .map_err(anyhow::Error::msg)?;
-        let state = Arc::new(AppState {
-            engine: engine.clone(),
-            policies: Arc::new(policies),
-            request_timeout: Duration::from_secs(cfg.request_timeout_secs),
-            max_batch_items: cfg.max_batch_items,
-            ready: AtomicBool::new(true),
-        });
-        let limits = HttpLimits {
-            max_body_bytes: cfg.max_body_bytes,
-            request_timeout: Duration::from_secs(cfg.request_timeout_secs),
-            max_concurrent_requests: cfg.max_concurrent_requests,
-            api_keys: cfg.api_keys.clone(),
-            allowed_origins: cfg.allowed_origins.clone(),
-            body_timeout: Duration::from_secs(cfg.body_timeout_secs),
-            allowed_hosts: host_rule(loopback, &cfg.allowed_hosts),
-        };
+        let progress = LoadProgress::default();
+        let settings = cfg.engine_settings();
+        let reporting = progress.clone();
+        let loading =
+            tokio::task::spawn_blocking(move || Engine::start_reporting(&settings, &reporting));
         Ok(Server {
             listener,
-            app: router(state.clone(), limits),
-            state,
-            connections,
-            shutdown_timeout: Duration::from_secs(cfg.shutdown_timeout_secs),
-            engine,
+            limits: http_limits(&cfg, loopback),
+            connections: connection_limits(&cfg),
+            progress,
+            loading,
+            cfg,
         })
     }
 
@@ -76,26 +54,49 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves; then `/ready` turns false, the listener closes, requests in
-    /// flight get the shutdown timeout to finish (those still running after it are dropped), and the
-    /// engine's inference threads are stopped and joined.
+    /// Serves until `shutdown` resolves: the loading answers first, the application once every model is
+    /// in (a model that fails to load ends the server with its error). On shutdown `/ready` turns false,
+    /// the listener closes, requests in flight get the shutdown timeout to finish (those still running
+    /// after it are dropped), and the engine's inference threads are stopped and joined.
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let state = self.state.clone();
-        let engine = self.engine.clone();
+    ) -> anyhow::Result<()> {
+        let starting = Starting::new(loading_router(self.progress, self.limits.clone()));
+        let state_slot: Arc<OnceLock<Arc<AppState>>> = Arc::new(OnceLock::new());
+        let draining_state = state_slot.clone();
         let (draining_tx, draining) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
-            state.ready.store(false, Ordering::SeqCst);
+            if let Some(state) = draining_state.get() {
+                state.ready.store(false, Ordering::SeqCst);
+            }
             let _ = draining_tx.send(());
         };
-        let serve = async move {
-            listener::serve(self.listener, self.app, self.connections, signal).await;
-            Ok(())
+        let serving = listener::serve(
+            self.listener,
+            starting.clone().into_router(),
+            self.connections,
+            signal,
+        );
+        let mut serving = std::pin::pin!(serving);
+        let engine = tokio::select! {
+            loaded = self.loading => Arc::new(loaded.context("engine start-up panicked")??),
+            // Shut down before the models were in: nothing to drain (the loading thread ends with the
+            // process).
+            () = &mut serving => return Ok(()),
         };
-        let deadline = self.shutdown_timeout;
+        let state = match app_state(&self.cfg, &engine) {
+            Ok(state) => state,
+            Err(e) => {
+                shutdown_engine(engine).await?;
+                return Err(e);
+            }
+        };
+        let _ = state_slot.set(state.clone());
+        starting.finish(router(state, self.limits));
+        tracing::info!("models loaded: serving");
+        let deadline = Duration::from_secs(self.cfg.shutdown_timeout_secs);
         let give_up = async move {
             if draining.await.is_ok() {
                 tokio::time::sleep(deadline).await;
@@ -103,19 +104,53 @@ impl Server {
                 std::future::pending::<()>().await;
             }
         };
-        let result = tokio::select! {
-            result = serve => result,
+        tokio::select! {
+            () = serving => {}
             _ = give_up => {
                 tracing::warn!(seconds = deadline.as_secs(), "shutdown timeout passed; dropping the requests still in flight");
-                Ok(())
             }
         };
         // Then the engine: what is left is cancelled and the inference threads are joined, so the process
         // exits only after every llama.cpp context is freed.
-        tokio::task::spawn_blocking(move || engine.shutdown())
-            .await
-            .map_err(std::io::Error::other)?;
-        result
+        shutdown_engine(engine).await
+    }
+}
+
+/// Cancels what is left on the engine and joins its inference threads (off the async runtime).
+async fn shutdown_engine(engine: Arc<Engine>) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || engine.shutdown())
+        .await
+        .context("engine shutdown panicked")
+}
+
+/// What every handler reaches, once the engine is up: the policies over it (remote ones included).
+fn app_state(cfg: &Config, engine: &Arc<Engine>) -> anyhow::Result<Arc<AppState>> {
+    let policies = Policies::new(
+        engine,
+        cfg.remote_policies.clone(),
+        cfg.cache,
+        &cfg.policy_order,
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(Arc::new(AppState {
+        engine: engine.clone(),
+        policies: Arc::new(policies),
+        request_timeout: Duration::from_secs(cfg.request_timeout_secs),
+        max_batch_items: cfg.max_batch_items,
+        ready: AtomicBool::new(true),
+    }))
+}
+
+/// The HTTP limits from the configuration (the Host rule depends on whether the bind is loopback).
+fn http_limits(cfg: &Config, loopback: bool) -> HttpLimits {
+    HttpLimits {
+        max_body_bytes: cfg.max_body_bytes,
+        request_timeout: Duration::from_secs(cfg.request_timeout_secs),
+        max_concurrent_requests: cfg.max_concurrent_requests,
+        api_keys: cfg.api_keys.clone(),
+        allowed_origins: cfg.allowed_origins.clone(),
+        body_timeout: Duration::from_secs(cfg.body_timeout_secs),
+        allowed_hosts: host_rule(loopback, &cfg.allowed_hosts),
     }
 }
 

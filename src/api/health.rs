@@ -1,4 +1,4 @@
-//! Liveness and readiness. Models load before the listener opens, so a server that answers is ready.
+//! Health and readiness once the models are in (while they load, `starting` answers both with 503).
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::engine::devices;
 
-/// `GET /health`: the process is alive and answering.
+/// `GET /health`: the process is alive and its models are loaded.
 pub async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }

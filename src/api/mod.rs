@@ -15,6 +15,7 @@ mod models;
 mod observe;
 pub(crate) mod origin;
 mod page;
+mod starting;
 mod tokenizer;
 pub(crate) mod tokens;
 mod unread_body;
@@ -39,6 +40,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+pub use starting::{Starting, loading_router};
 pub use usage::Usage;
 
 use crate::engine::Engine;
@@ -192,7 +194,6 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
             body_limits,
             body::receive,
         ));
-    let request_id = HeaderName::from_static("x-request-id");
     let app = Router::new()
         .merge(guarded)
         .merge(page::routes())
@@ -200,7 +201,15 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .route("/ready", get(health::ready))
         .route("/metrics", get(observe::metrics))
         .method_not_allowed_fallback(health::method_not_allowed)
-        .fallback(health::not_found)
+        .fallback(health::not_found);
+    guard(app, limits).with_state(state)
+}
+
+/// The guards every answer passes, whatever the routes behind them: the key check, the origin and Host
+/// checks, CORS, the body limit, request ids, tracing, metrics and the panic catcher.
+fn guard<S: Clone + Send + Sync + 'static>(app: Router<S>, limits: HttpLimits) -> Router<S> {
+    let request_id = HeaderName::from_static("x-request-id");
+    let app = app
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(auth::Keys(limits.api_keys)),
             auth::require_key,
@@ -232,7 +241,6 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
-        .with_state(state)
 }
 
 /// CORS for `server.allowed_origins`: preflights answered, and the answers readable by those pages (the

@@ -109,14 +109,17 @@ pub fn run(args: ServeArgs) -> ExitCode {
 }
 
 /// The server's whole life on its own runtime: start, log the address (the port may have been 0), serve.
+/// The runtime is not waited for at the end: a model still loading when a signal came is abandoned with
+/// the process rather than finished first.
 fn serve(cfg: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let server = Server::start(cfg).await?;
-        tracing::info!(address = %server.local_addr()?, "listening");
-        server.serve(shutdown_signal()).await?;
-        anyhow::Ok(())
-    })
+        tracing::info!(address = %server.local_addr()?, "listening; loading the models");
+        server.serve(shutdown_signal()).await
+    });
+    runtime.shutdown_background();
+    result
 }
 
 /// The flags win over the config file's `server:` and `cache:` sections; a flag not given leaves the

@@ -13,6 +13,7 @@ pub mod logsoftmax;
 mod model;
 mod policy;
 pub mod prefix;
+pub mod progress;
 pub mod schedule;
 mod scoring;
 pub mod settings;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 pub use backend::{DeviceInfo, Devices, devices, set_backends_dir, set_cpu_variant};
 pub use model::{LoadedModel, ModelInfo, QueuePlace, Scored};
 pub use policy::Policy;
+pub use progress::{FileProgress, FileState, LOAD_HOLD_ENV, LoadProgress};
 pub use settings::{CacheSettings, DEFAULT_N_CTX, EngineSettings, PolicySettings};
 pub use types::*;
 pub use worker::{HOLD_ENV, PANIC_ENV};
@@ -47,6 +49,16 @@ impl Engine {
     /// Loads every model file once (policies naming the same file share it), starts the inference
     /// threads, and compiles each policy's chat template. Blocks until all contexts exist.
     pub fn start(cfg: &EngineSettings) -> Result<Engine, StartupError> {
+        Engine::start_reporting(cfg, &LoadProgress::default())
+    }
+
+    /// [`Engine::start`], writing each model file's progress to `progress` as it goes (a server reads it
+    /// to answer its probes meanwhile). While the test file [`LOAD_HOLD_ENV`] names exists, a file waits
+    /// in `loading` before llama.cpp reads it.
+    pub fn start_reporting(
+        cfg: &EngineSettings,
+        progress: &LoadProgress,
+    ) -> Result<Engine, StartupError> {
         backend::backend().map_err(StartupError)?;
         // One entry per distinct file, in the order policies first name them.
         let mut files: Vec<&std::path::Path> = Vec::new();
@@ -59,8 +71,14 @@ impl Engine {
         // oversubscribe the CPU; the log-softmax runs on rayon's pool besides (one thread per core).
         let threads_per_worker = (cfg.threads / (files.len().max(1) * cfg.parallel)).max(1);
         let cache = cache::ScoreCache::new(cfg.cache).map(Arc::new);
+        progress.plan(&files);
+        let hold = std::env::var_os(LOAD_HOLD_ENV).map(std::path::PathBuf::from);
         let mut models = Vec::new();
         for path in files {
+            progress.begin(path);
+            if let Some(hold) = &hold {
+                worker::wait_while_held(hold);
+            }
             let users: Vec<_> = cfg
                 .policies
                 .iter()
@@ -80,7 +98,9 @@ impl Engine {
                     prefix_bytes: cfg.prompt_cache_bytes,
                 },
             )
+            .inspect(|_| progress.end(path, true))
             .map_err(|e| {
+                progress.end(path, false);
                 let names: Vec<_> = users
                     .iter()
                     .map(|p| format!("policies.{}", p.name))

@@ -91,7 +91,7 @@ pub struct WorkerShared {
 pub const HOLD_ENV: &str = "LLAMA_SCORER_TEST_HOLD_FILE";
 
 /// Blocks while the hold file exists (see [`HOLD_ENV`]).
-fn wait_while_held(path: &std::path::Path) {
+pub(crate) fn wait_while_held(path: &std::path::Path) {
     while path.exists() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }

@@ -274,20 +274,14 @@ pub fn serve_on(
     hold: Option<&Hold>,
     stderr: Stdio,
 ) -> Running {
-    let mut command = binary();
-    command.envs(env.iter().copied());
+    let mut env = env.to_vec();
     if let Some(h) = hold {
-        command.env(llama_scorer::engine::HOLD_ENV, &h.0);
+        env.push((
+            llama_scorer::engine::HOLD_ENV,
+            h.0.to_str().expect("hold path is UTF-8"),
+        ));
     }
-    let child = command
-        .args(["serve", "--threads", "2", "--port", &port.to_string()])
-        .args(args)
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    // From here on, Drop kills and reaps the child whatever happens.
-    let running = Running { child, base };
+    let running = spawn_serve(port, args, &env, stderr);
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         if let Ok(r) = client().get(format!("{}/health", running.base)).send()
@@ -298,6 +292,27 @@ pub fn serve_on(
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("server did not start");
+}
+
+/// Runs `llama-scorer serve --threads 2 --port P ARGS` with extra environment variables and returns at
+/// once (the port may not answer yet); the server is killed and reaped when the result is dropped.
+pub fn spawn_serve(
+    port: u16,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> Running {
+    let child = binary()
+        .envs(env.iter().copied())
+        .args(["serve", "--threads", "2", "--port", &port.to_string()])
+        .args(args)
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    Running {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
 }
 
 /// Resident memory of a process in KiB.

@@ -27,4 +27,5 @@ mod prefix;
 mod remote;
 mod remote_policies;
 mod score_server;
+mod startup;
 mod weights;
