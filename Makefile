@@ -95,7 +95,7 @@ fuzz: models
 		cargo test --release --locked --test it fuzz_http -- --nocapture
 
 ## Throughput: HTTP vs the engine alone vs llama-cpp-python on the default model, one run, one table and
-## chart (see README "Performance"; ~17 minutes on 2 cores).
+## chart (see docs/performance.md; ~17 minutes on 2 cores).
 bench: models build $(VENV_BENCH)/.installed-portable
 	$(VENV_BENCH)/bin/python scripts/bench.py --model $(DEFAULT_MODEL) --items 16 --rounds 3 \
 		--llama-cpp-python $(VENV_BENCH)/bin/python --json target/bench.json --chart docs/bench.png
@@ -111,7 +111,7 @@ $(VENV_BENCH)/.installed-portable: scripts/requirements-bench.txt
 
 ## Soak: 64 clients for 10 minutes mixing scoring, batches, streamed generation, cache hits, disconnects and
 ## invalid requests on both models; every answer checked against the idle server's, RSS/fds/threads sampled
-## (README "Soak"; ~13 minutes on 2 cores). Not part of `make test`: test-python runs a 45-second version.
+## (docs/operations.md, "Soak"; ~13 minutes on 2 cores). Not part of `make test`: test-python runs a 45-second version.
 SOAK_CLIENTS ?= 64
 SOAK_SECONDS ?= 600
 soak: models build
@@ -177,7 +177,7 @@ ci-docker: lint-docker lint-k8s lint-deploy lint-shell docker-steps cuda-image-c
 dist-dynamic:
 	$(MAKE) docker-steps FEATURES=dynamic-backends CARGO_TARGET_DIR=target-dyn DIST=target-dyn/dist
 
-## Prepare .gpu-kit for scripts/gpu-check.sh on a CUDA host (see README "Docker and GPU").
+## Prepare .gpu-kit for scripts/gpu-check.sh on a CUDA host (see docs/gpu-box.md, "The GPU check").
 gpu-kit:
 	scripts/prepare-gpu-kit.sh .gpu-kit
 
@@ -209,7 +209,7 @@ slurm-test-if-engine: models build
 fresh-machine-check:
 	scripts/fresh-machine-check.sh
 
-## llama-scorer:cuda from docker/Dockerfile.cuda for CUDA_ARCHITECTURES (default 90), FROM local bases of Debian's
+## llama-scorer:cuda from docker/Dockerfile.cuda for CUDA_ARCHITECTURES (default 89), FROM local bases of Debian's
 ## CUDA 11.8 toolkit where no nvidia/cuda image can be pulled; DIST=dir also copies the portable tree out.
 ## Long (nvcc on 2 cores): not part of `make test`.
 cuda-image:

@@ -10,7 +10,7 @@
 #      composition and concurrent clients;
 #   5. scores a few items on the GPU and again with the GPU hidden (CPU), and reports how far apart they are in
 #      nats; with IMAGE_DIST, runs the CUDA image's own binary and libraries (steps 3-5, shorter) the same way;
-#   6. prints the table last. Logs and JSON (at most 8 files) go to $OUT (the device tool's output folder) or
+#   6. prints the table last. Logs and JSON (at most 8 files) go to $OUT when it is set, else
 #      /tmp/gpu-check; scratch files to $WORK (/tmp/gpu-check-work).
 #
 # Usage: bash scripts/gpu-check.sh

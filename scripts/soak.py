@@ -17,7 +17,7 @@ D seconds, each picking from a mix:
 
 Every answer must be its own request's (its `x-request-id`, its model, its numbers) and equal the idle
 server's: JSON numbers are compared as the server's text (the serializer writes one text per f64), ids and
-timestamps left out. README/DESIGN promise this for generation too ("the same seed and request give the same
+timestamps left out. docs/api.md promises this for generation too ("the same seed and request give the same
 tokens whatever the load"), so streamed events are compared in full, log-probabilities included.
 
 The response cache is given a TTL (--cache-ttl, 20 s) so that the fixed requests are computed again and

@@ -2,7 +2,7 @@
 # On the GPU host (CUDA toolkit, CMake, Python with numpy; no Rust, no network needed): build llama.cpp's
 # shared libraries and its CUDA backend from the source carried in the kit (the exact source the Rust
 # bindings were generated from, so the ABI matches), and optionally write a synthetic Llama-3-8B-shaped
-# Q4_K model. Vendored from the project's shared/gpu recipe (verified on an H200).
+# Q4_K model. Vendored from the project's GPU recipe (verified on an H200: docs/gpu-box.md).
 #
 # Usage: bash KIT/build-on-device.sh KIT [--model /tmp/m8b.gguf [SHAPE]]
 #   SHAPE: 8b (default) or tiny. Environment: LLAMA_BUILD_DIR (default /tmp/llama-build),

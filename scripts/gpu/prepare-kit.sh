@@ -2,7 +2,7 @@
 # Prepare a folder to carry to a GPU host: llama.cpp's source exactly as vendored by the llama-cpp-sys-2
 # version in Cargo.lock (so the libraries built there match the Rust bindings), trimmed of backends nobody
 # builds there, plus the model generator, build-on-device.sh and the gguf wheel.
-# Vendored from the project's shared/gpu recipe. Usage (from the repo root): scripts/gpu/prepare-kit.sh .gpu-kit
+# Vendored from the project's GPU recipe (docs/gpu-box.md). Usage (from the repo root): scripts/gpu/prepare-kit.sh .gpu-kit
 # scripts/prepare-gpu-kit.sh wraps it and adds the release binary.
 set -euo pipefail
 dest=${1:-.gpu-kit}
@@ -12,7 +12,7 @@ src=$(find "${CARGO_HOME:-$HOME/.cargo}"/registry/src -maxdepth 3 -path "*/llama
 [ -d "${src:-/nonexistent}" ] || { echo "llama-cpp-sys-2 $ver source not found; run cargo build first"; exit 1; }
 rm -rf "$dest" && mkdir -p "$dest/llama.cpp" "$dest/whl"
 cp -r "$src"/{CMakeLists.txt,cmake,include,src,vendor,ggml} "$dest/llama.cpp/"
-# backends nobody builds there: keep the carried tree small (the device tool carries 64 MiB per call)
+# backends nobody builds there: keep the copied tree small (prepare-gpu-kit.sh refuses a kit of 60 MiB or more)
 for b in sycl vulkan metal opencl cann musa kompute hip rpc webgpu zdnn openvino hexagon zendnn virtgpu et; do
   rm -rf "$dest/llama.cpp/ggml/src/ggml-$b"; done
 cp "$here/gen_model.py" "$here/build-on-device.sh" "$dest/"
