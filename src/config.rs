@@ -16,7 +16,7 @@ use crate::request_policy::check_temperature;
 use crate::served::RemotePolicySettings;
 
 /// Default decode chunk (llama.cpp `n_batch` = `n_ubatch`). Part of the decode schedule, so it changes numbers.
-pub const DEFAULT_BATCH_SIZE: u32 = 512;
+pub const DEFAULT_DECODE_CHUNK: u32 = 512;
 
 /// A configuration error, always naming where the problem is (policy and field, or the file).
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +60,13 @@ pub struct ServerSection {
     pub queue_size: Option<usize>,
     /// Largest `items` list a single request may carry.
     pub max_batch_items: Option<usize>,
-    /// Decode chunk size in tokens; fixed per server so that numbers do not depend on load.
-    pub batch_size: Option<u32>,
+    /// Decode chunk in tokens; fixed per server so that numbers do not depend on load (`batch_size`, its
+    /// old name, is still read).
+    #[serde(alias = "batch_size")]
+    pub decode_chunk: Option<u32>,
     /// Inference threads (llama.cpp contexts) per model; CPU threads are divided between all of them.
     pub parallel: Option<usize>,
-    /// Byte budget per model for saved whole-prompt states (whole-prompt reuse); 0 turns it off.
+    /// Byte budget per model of the prefix cache (saved states of whole prompts); 0 turns it off.
     pub prefix_cache_bytes: Option<u64>,
     /// Largest request body in bytes.
     pub max_body_bytes: Option<usize>,
@@ -129,7 +131,8 @@ pub struct Config {
     pub threads: usize,
     pub queue_size: usize,
     pub max_batch_items: usize,
-    pub batch_size: u32,
+    /// Decode chunk in tokens (see [`ServerSection::decode_chunk`]).
+    pub decode_chunk: u32,
     pub parallel: usize,
     pub prefix_cache_bytes: u64,
     pub max_body_bytes: usize,
@@ -165,8 +168,8 @@ pub struct Config {
 /// Default largest request body: 256 items of 32 KB each.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 
-/// Default byte budget per model for saved prompt states.
-pub const DEFAULT_PREFIX_BYTES: u64 = 256 << 20;
+/// Default byte budget per model of the prefix cache.
+pub const DEFAULT_PREFIX_CACHE_BYTES: u64 = 256 << 20;
 
 /// Default byte budget of the response cache.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
@@ -206,8 +209,8 @@ impl Config {
             threads: self.threads,
             parallel: self.parallel,
             queue_size: self.queue_size,
-            chunk: self.batch_size,
-            prompt_cache_bytes: self.prefix_cache_bytes,
+            decode_chunk: self.decode_chunk,
+            prefix_cache_bytes: self.prefix_cache_bytes,
             mmap: self.mmap,
             cache: self.cache,
             policies: self.policies.clone(),
@@ -365,15 +368,15 @@ impl Config {
             threads: o.threads.or(file.threads).unwrap_or_else(default_threads),
             queue_size: o.queue_size.or(file.queue_size).unwrap_or(1024),
             max_batch_items: o.max_batch_items.or(file.max_batch_items).unwrap_or(256),
-            batch_size: o
-                .batch_size
-                .or(file.batch_size)
-                .unwrap_or(DEFAULT_BATCH_SIZE),
+            decode_chunk: o
+                .decode_chunk
+                .or(file.decode_chunk)
+                .unwrap_or(DEFAULT_DECODE_CHUNK),
             parallel: o.parallel.or(file.parallel).unwrap_or(1),
             prefix_cache_bytes: o
                 .prefix_cache_bytes
                 .or(file.prefix_cache_bytes)
-                .unwrap_or(DEFAULT_PREFIX_BYTES),
+                .unwrap_or(DEFAULT_PREFIX_CACHE_BYTES),
             max_body_bytes: o
                 .max_body_bytes
                 .or(file.max_body_bytes)
@@ -492,8 +495,8 @@ impl Config {
                  (http or https, no path)"
             )));
         }
-        if !(1..=65536).contains(&self.batch_size) {
-            return Err(err("server.batch_size must be between 1 and 65536"));
+        if !(1..=65536).contains(&self.decode_chunk) {
+            return Err(err("server.decode_chunk must be between 1 and 65536"));
         }
         // Policies that share a file share one loaded model, so load-time options must agree.
         for (i, a) in self.policies.iter().enumerate() {
@@ -944,6 +947,21 @@ mod tests {
         );
         assert_eq!(far.remote.timeout, std::time::Duration::from_secs(9));
         assert_eq!((far.remote.max_retries, far.remote.max_concurrency), (1, 3));
+    }
+
+    #[test]
+    fn the_decode_chunk_reads_its_old_name_too() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_gguf(dir.path());
+        for key in ["decode_chunk", "batch_size"] {
+            let cfg = load(
+                dir.path(),
+                &format!("server: {{{key}: 16}}\npolicies:\n  p0: {{model: m.gguf}}\n"),
+            )
+            .unwrap();
+            assert_eq!(cfg.decode_chunk, 16, "{key}");
+            assert_eq!(cfg.engine_settings().decode_chunk, 16, "{key}");
+        }
     }
 
     #[test]

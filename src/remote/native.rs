@@ -197,7 +197,7 @@ fn count(v: &Value, key: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::chat_template::ChatMessage;
+    use crate::engine::ChatMessage;
 
     #[test]
     fn items_go_out_in_the_native_form() {

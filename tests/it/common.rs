@@ -56,8 +56,8 @@ pub fn base_config(policies: Vec<PolicyConfig>) -> Config {
     cfg
 }
 
-/// Starts a server for `cfg` on a thread of its own and returns its base URL; it lives until the
-/// test binary exits.
+/// Starts a server for `cfg` on a thread of its own and returns its base URL once its models are in
+/// (`/health` 200); it lives until the test binary exits.
 pub fn spawn_server(cfg: Config) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -71,7 +71,24 @@ pub fn spawn_server(cfg: Config) -> String {
     let addr = rx
         .recv_timeout(Duration::from_secs(300))
         .expect("server started");
-    format!("http://{addr}")
+    let base = format!("http://{addr}");
+    wait_healthy(&base, Duration::from_secs(300));
+    base
+}
+
+/// Polls `/health` until it answers 200 (the port answers 503 while the models load), or panics after
+/// `limit`.
+fn wait_healthy(base: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(r) = client().get(format!("{base}/health")).send()
+            && r.status().is_success()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("server at {base} never became healthy");
 }
 
 /// The shared server: SmolLM2 (BPE, no BOS) and Gemma 3 (SentencePiece, BOS) under several policies.
@@ -282,16 +299,8 @@ pub fn serve_on(
         ));
     }
     let running = spawn_serve(port, args, &env, stderr);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if let Ok(r) = client().get(format!("{}/health", running.base)).send()
-            && r.status().is_success()
-        {
-            return running;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("server did not start");
+    wait_healthy(&running.base, Duration::from_secs(120));
+    running
 }
 
 /// Runs `llama-scorer serve --threads 2 --port P ARGS` with extra environment variables and returns at

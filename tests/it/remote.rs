@@ -598,7 +598,7 @@ fn the_real_upstream_through_all_three_providers() {
     let items = vec![
         text_item("The capital of France is", " Paris."),
         ItemInput {
-            prompt: PromptInput::Messages(vec![llama_scorer::engine::chat_template::ChatMessage {
+            prompt: PromptInput::Messages(vec![llama_scorer::engine::ChatMessage {
                 role: "user".into(),
                 content: "Say hi.".into(),
                 name: None,
