@@ -546,8 +546,9 @@ enum Validated {
     Remote(Box<RemotePolicySettings>),
 }
 
-/// The providers a policy may name, as written in the file.
-const PROVIDERS: &str = "llama_cpp, fireworks, openai, llama_scorer";
+/// The provider of policies scored by this process's engine (also a policy without `provider`); every
+/// other provider is a remote one (see [`crate::remote::providers`]).
+const LOCAL_PROVIDER: &str = "llama_cpp";
 
 fn validate_policy(name: &str, e: PolicyEntry, base: &Path) -> Result<Validated, ConfigError> {
     let field = |f: &str, msg: String| policy_field(name, f, msg);
@@ -555,16 +556,16 @@ fn validate_policy(name: &str, e: PolicyEntry, base: &Path) -> Result<Validated,
         return Err(err("policies: a policy name may not be empty"));
     }
     let provider = match e.provider.as_deref() {
-        None | Some("llama_cpp") => None,
-        Some("fireworks") => Some(Provider::Fireworks),
-        Some("openai") => Some(Provider::Openai),
-        Some("llama_scorer") => Some(Provider::LlamaScorer),
-        Some(p) => {
-            return Err(field(
+        None | Some(LOCAL_PROVIDER) => None,
+        Some(p) => Some(Provider::named(p).ok_or_else(|| {
+            field(
                 "provider",
-                format!("unknown provider `{p}`; the providers are {PROVIDERS}"),
-            ));
-        }
+                format!(
+                    "unknown provider `{p}`; the providers are {LOCAL_PROVIDER}, {}",
+                    Provider::names()
+                ),
+            )
+        })?),
     };
     let temperature = e.temperature.unwrap_or(1.0);
     check_temperature(temperature).map_err(|m| field("temperature", m))?;
@@ -583,9 +584,10 @@ fn validate_policy(name: &str, e: PolicyEntry, base: &Path) -> Result<Validated,
     if let Some((f, _)) = remote_only.iter().find(|(_, set)| *set) {
         return Err(field(
             f,
-            "applies to remote providers only (fireworks, openai, llama_scorer); this policy is \
-             llama_cpp"
-                .into(),
+            format!(
+                "applies to remote providers only ({}); this policy is {LOCAL_PROVIDER}",
+                Provider::names()
+            ),
         ));
     }
     let raw = expand_home(&e.model).map_err(|m| field("model", m))?;
@@ -629,7 +631,7 @@ fn through_server(
 ) -> Result<RemotePolicySettings, ConfigError> {
     let temperature = entry.temperature.unwrap_or(1.0);
     check_temperature(temperature).map_err(|m| err(format!("policies.{name}.temperature: {m}")))?;
-    let mut remote = RemoteSettings::new(name, Provider::LlamaScorer, name);
+    let mut remote = RemoteSettings::new(name, Provider::llama_scorer(), name);
     remote.base_url = Some(through.url.clone());
     remote.api_key = through.api_key.clone().map(ApiKey::new);
     remote.max_concurrency = through.concurrency;
@@ -690,7 +692,7 @@ fn policy_field(name: &str, f: &str, msg: String) -> ConfigError {
 }
 
 /// Fields a remote policy cannot honour, refused rather than silently ignored: the context and layers are
-/// the upstream's, and a llama_scorer upstream renders messages with its own template and system prompt.
+/// the upstream's, and an upstream that renders messages does so with its own template and system prompt.
 fn reject_local_only_fields(
     name: &str,
     provider: Provider,
@@ -704,10 +706,10 @@ fn reject_local_only_fields(
         return Err(policy_field(
             name,
             f,
-            format!("applies to llama_cpp policies only; this policy is {provider}"),
+            format!("applies to {LOCAL_PROVIDER} policies only; this policy is {provider}"),
         ));
     }
-    if provider == Provider::LlamaScorer {
+    if provider.renders_messages() {
         for (f, set) in [
             ("chat_template", e.chat_template.is_some()),
             ("system_prompt", e.system_prompt.is_some()),
@@ -716,9 +718,10 @@ fn reject_local_only_fields(
                 return Err(policy_field(
                     name,
                     f,
-                    "a llama_scorer remote renders messages with its own policy's template and \
-                     system prompt; set it there"
-                        .into(),
+                    format!(
+                        "a {provider} remote renders messages with its own policy's template and \
+                         system prompt; set it there"
+                    ),
                 ));
             }
         }
@@ -733,15 +736,10 @@ fn remote_api_key(
     provider: Provider,
     api_key_env: Option<&str>,
 ) -> Result<Option<ApiKey>, ConfigError> {
-    let default_env = match provider {
-        Provider::Fireworks => Some("FIREWORKS_API_KEY"),
-        Provider::Openai => Some("OPENAI_API_KEY"),
-        Provider::LlamaScorer => None,
-    };
     let env_name = match api_key_env {
         Some("") => None,
         Some(n) => Some(n),
-        None => default_env,
+        None => provider.default_key_env(),
     };
     let Some(var) = env_name else {
         return Ok(None);
@@ -931,7 +929,7 @@ mod tests {
         let [p0, far] = &cfg.remote_policies[..] else {
             panic!("{:?}", cfg.remote_policies)
         };
-        assert_eq!(p0.remote.provider, Provider::Fireworks);
+        assert_eq!(p0.remote.provider, Provider::named("fireworks").unwrap());
         assert_eq!(
             p0.remote.resolved_base_url().unwrap(),
             crate::remote::FIREWORKS_BASE_URL

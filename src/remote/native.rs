@@ -1,4 +1,4 @@
-//! The `llama_scorer` provider: the native `POST {base_url}/v1/logprobs` of another llama-scorer, with
+//! The native protocol (the `llama_scorer` provider): `POST {base_url}/v1/logprobs` of another llama-scorer, with
 //! the remote policy's model name; its numbers are passed on bit for bit (JSON floats round-trip) and
 //! each item's object is kept verbatim.
 

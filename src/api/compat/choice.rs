@@ -1,194 +1,19 @@
-//! Running one choice of a completion — score-only (`max_tokens: 0`) or generation — and turning its
-//! tokens into the two logprobs shapes clients parse: OpenAI's legacy object and `content[]`.
+//! A choice's tokens (run at the policy seam, see [`crate::served::completion`]) in the two logprobs shapes
+//! clients parse: OpenAI's legacy object and `content[]`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::api::tokens::{TokenView, token_view};
-
-use crate::engine::generate::{FinishReason, GenEvent, GenerateOptions};
 use crate::engine::vocab::{TokenId, Vocabulary};
-use crate::engine::{Policy, PreparedItem, QueuePlace, ScoreError, ScoreOptions, TokenScore};
+
+pub use crate::served::completion::{ChoiceOutcome, ChoicePlan, Line, echoed};
 
 /// The value reported for the first token of a sequence, which has no context to be scored in. A number
 /// (not `null`) because strict client models reject null and summing code would crash on it; 0.0 is the
 /// log-probability of something given, so sums over echoed tokens are unaffected.
 pub const FIRST_TOKEN_LOGPROB: f64 = 0.0;
-
-/// What to run for one choice.
-pub struct ChoicePlan {
-    pub prompt: Arc<PreparedItem>,
-    /// `None` = score only (`max_tokens: 0`).
-    pub generate: Option<GenerateOptions>,
-    pub echo: bool,
-    pub top_logprobs: usize,
-    /// The generation's place in the model's queue, reserved with the request's other choices (see
-    /// [`reserve_places`]); `None` = reserved when it runs.
-    pub place: Option<QueuePlace>,
-}
-
-/// Reserves a queue place for every generating choice at once, all or none: one request's fan-out either
-/// fits the queue whole or is refused (429) before any of it is queued.
-pub fn reserve_places(policy: &Policy, plans: &mut [ChoicePlan]) -> Result<(), ScoreError> {
-    let generating = plans.iter().filter(|p| p.generate.is_some()).count();
-    let mut places = policy.reserve(generating)?.into_iter();
-    for plan in plans.iter_mut().filter(|p| p.generate.is_some()) {
-        plan.place = places.next();
-    }
-    Ok(())
-}
-
-/// The plan's reserved place, or one reserved now.
-pub fn place_of(policy: &Policy, place: Option<QueuePlace>) -> Result<QueuePlace, ScoreError> {
-    match place {
-        Some(place) => Ok(place),
-        None => Ok(policy.reserve(1)?.remove(0)),
-    }
-}
-
-/// A finished choice.
-pub struct ChoiceOutcome {
-    pub prompt: Arc<PreparedItem>,
-    /// Scores of prompt tokens 1..P when echo was asked.
-    pub echo: Option<Vec<TokenScore>>,
-    /// Generated tokens that start before the kept text ends.
-    pub tokens: Vec<TokenScore>,
-    /// The end-of-generation token the generation stopped on, if it did: generated, but not text.
-    pub end: Option<TokenScore>,
-    /// All tokens sampled (for usage), including any cut by a stop string and the end-of-generation one.
-    pub sampled: usize,
-    /// The generated text kept (bytes; a stop string and what follows are cut).
-    pub text: Vec<u8>,
-    pub finish: FinishReason,
-}
-
-/// Runs a choice to its end.
-pub async fn run(policy: &Policy, plan: ChoicePlan) -> Result<ChoiceOutcome, ScoreError> {
-    let Some(options) = plan.generate else {
-        let echo = if plan.echo {
-            let options = ScoreOptions {
-                top_logprobs: plan.top_logprobs,
-                echo: true,
-                score_end_of_turn: false,
-                temperature: 1.0,
-            };
-            let mut scores = policy.score(vec![plan.prompt.clone()], &options).await?;
-            Some(scores.remove(0).score.prompt.clone())
-        } else {
-            None
-        };
-        return Ok(ChoiceOutcome {
-            prompt: plan.prompt,
-            echo,
-            tokens: Vec::new(),
-            end: None,
-            sampled: 0,
-            text: Vec::new(),
-            finish: FinishReason::Length,
-        });
-    };
-    let place = place_of(policy, plan.place)?;
-    let mut rx = policy
-        .generate(
-            plan.prompt.clone(),
-            options,
-            plan.echo,
-            plan.top_logprobs,
-            place,
-        )
-        .await?;
-    let vocab = &policy.model.vocab;
-    let mut outcome = ChoiceOutcome {
-        prompt: plan.prompt,
-        echo: None,
-        tokens: Vec::new(),
-        end: None,
-        sampled: 0,
-        text: Vec::new(),
-        finish: FinishReason::Length,
-    };
-    let mut starts = Vec::new();
-    while let Some(event) = rx.recv().await {
-        match event {
-            GenEvent::Prompt(scores) => outcome.echo = Some(scores),
-            GenEvent::Token(t) => {
-                starts.push(outcome.text.len());
-                outcome.text.extend_from_slice(vocab.piece(t.token));
-                outcome.tokens.push(t);
-            }
-            GenEvent::End(t) => outcome.end = Some(t),
-            GenEvent::Done { reason, text_len } => {
-                outcome.sampled = outcome.tokens.len() + usize::from(outcome.end.is_some());
-                outcome.text.truncate(text_len);
-                let keep = starts.iter().take_while(|&&s| s < text_len).count();
-                outcome.tokens.truncate(keep);
-                outcome.finish = reason;
-                return Ok(outcome);
-            }
-            GenEvent::Error(e) => return Err(e),
-        }
-    }
-    Err(ScoreError::Unavailable(
-        "the inference thread stopped before finishing".into(),
-    ))
-}
-
-/// One token of a choice's output, in order, with its score (`None` for a first token without context).
-#[derive(Clone, Copy)]
-pub struct Line<'a> {
-    pub token: TokenId,
-    pub score: Option<&'a TokenScore>,
-}
-
-impl ChoiceOutcome {
-    /// The echoed prompt tokens (the last `echo_last` of them, if given) followed by the generated ones.
-    pub fn lines(&self, echo_last: Option<usize>) -> Vec<Line<'_>> {
-        let mut out = Vec::new();
-        if let Some(echo) = &self.echo {
-            for i in echoed(&self.prompt, echo_last) {
-                let token = self.prompt.tokens[i];
-                let score = if i == 0 { None } else { Some(&echo[i - 1]) };
-                out.push(Line { token, score });
-            }
-        }
-        out.extend(self.tokens.iter().map(|t| Line {
-            token: t.token,
-            score: Some(t),
-        }));
-        out
-    }
-
-    /// [`ChoiceOutcome::lines`] and then the end-of-generation token the generation stopped on, as
-    /// completions list it (OpenAI's legacy completions did): an echo with generation always ends with
-    /// what was generated, so a client that drops the last entry as the generated token drops that one.
-    pub fn lines_with_end(&self, echo_last: Option<usize>) -> Vec<Line<'_>> {
-        let mut out = self.lines(echo_last);
-        out.extend(self.end.iter().map(|t| Line {
-            token: t.token,
-            score: Some(t),
-        }));
-        out
-    }
-
-    /// Bytes of the echoed prompt part of the text (the pieces of the echoed prompt tokens).
-    pub fn echo_text(&self, vocab: &Vocabulary, echo_last: Option<usize>) -> Vec<u8> {
-        let Some(_) = &self.echo else {
-            return Vec::new();
-        };
-        self.prompt.tokens[echoed(&self.prompt, echo_last)]
-            .iter()
-            .flat_map(|&t| vocab.piece(t).iter().copied())
-            .collect()
-    }
-}
-
-/// Positions of the prompt tokens an echo shows: all of them, or the last `echo_last` (Fireworks' option).
-pub fn echoed(prompt: &PreparedItem, echo_last: Option<usize>) -> std::ops::Range<usize> {
-    let p = prompt.prompt_len;
-    echo_last.map_or(0, |n| p.saturating_sub(n))..p
-}
 
 /// Characters (UTF-8 sequences) that start in `bytes`: OpenAI's `text_offset` counts characters.
 pub fn chars_in(bytes: &[u8]) -> usize {
