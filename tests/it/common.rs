@@ -71,7 +71,23 @@ pub fn spawn_server(cfg: Config) -> String {
     let addr = rx
         .recv_timeout(Duration::from_secs(300))
         .expect("server started");
-    format!("http://{addr}")
+    let base = format!("http://{addr}");
+    wait_loaded(&base);
+    base
+}
+
+/// Waits until `/health` is 200: the port answers at once, with 503 `loading` until the models are in.
+pub fn wait_loaded(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        if let Ok(r) = client().get(format!("{base}/health")).send()
+            && r.status().is_success()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{base} never finished loading its models");
 }
 
 /// The shared server: SmolLM2 (BPE, no BOS) and Gemma 3 (SentencePiece, BOS) under several policies.
@@ -282,16 +298,8 @@ pub fn serve_on(
         ));
     }
     let running = spawn_serve(port, args, &env, stderr);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if let Ok(r) = client().get(format!("{}/health", running.base)).send()
-            && r.status().is_success()
-        {
-            return running;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("server did not start");
+    wait_loaded(&running.base);
+    running
 }
 
 /// Runs `llama-scorer serve --threads 2 --port P ARGS` with extra environment variables and returns at
