@@ -356,6 +356,7 @@ class Stats:
         self.examples = []
         self.fresh_repeats = 0  # repeats whose first answer was computed (not cached)
         self.fresh_repeat_misses = 0  # ... and whose second answer was not a cache hit
+        self.idle_reopens = 0  # keep-alive connections left idle past REUSE_IDLE_LIMIT and opened afresh
 
     def fail(self, kind, what, detail):
         with self.lock:
@@ -403,6 +404,13 @@ def first_difference(got, expected):
     return f"at character {i}: got …{got[max(0, i - 80):i + 80]}…, idle server …{expected[max(0, i - 80):i + 80]}…"
 
 
+# The server closes a keep-alive connection idle for 75 s (server.idle_timeout_secs). A client that sends on
+# such a connection as the server closes it gets a broken pipe, a race every HTTP/1.1 client has to avoid, as
+# connection pools do, by not reusing a connection idle for nearly that long: a client here may leave its
+# connection idle for a minute while it runs a disconnect on sockets of its own.
+REUSE_IDLE_LIMIT = 60
+
+
 class Client(threading.Thread):
     """One client: picks a kind and a request at random (seeded), sends, checks, until the deadline."""
 
@@ -412,6 +420,7 @@ class Client(threading.Thread):
         self.stats, self.deadline, self.cache_ttl = stats, deadline, cache_ttl
         self.rng = random.Random(seed * 1000 + index)
         self.conn = None
+        self.last_used = 0.0
         self.n = 0
 
     def request_id(self):
@@ -438,6 +447,11 @@ class Client(threading.Thread):
         with self.stats.lock:
             self.stats.kinds[kind].sent += 1
         started = time.monotonic()
+        if self.conn is not None and started - self.last_used > REUSE_IDLE_LIMIT:
+            self.conn.close()
+            self.conn = None
+            with self.stats.lock:
+                self.stats.idle_reopens += 1
         try:
             if self.conn is None:
                 self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
@@ -446,7 +460,8 @@ class Client(threading.Thread):
             self.conn = None
             self.stats.fail(kind, "connection_errors", f"{req.name}: {type(e).__name__}: {e}")
             return None
-        seconds = time.monotonic() - started
+        self.last_used = time.monotonic()
+        seconds = self.last_used - started
         if problem := check(req, status, echoed, payload, rid, self.reference):
             self.stats.fail(kind, *problem)
             return None
@@ -713,6 +728,7 @@ def main(argv=None):
         "kinds": rows,
         "curve": curve,
         "fresh_repeats": stats.fresh_repeats,
+        "idle_reopens": stats.idle_reopens,
         "server": {"cache": ready.get("cache"),
                    "models": [{k: m.get(k) for k in ("path", "abandoned_jobs", "prefix_reuse")}
                               for m in ready.get("models", [])],
@@ -728,6 +744,7 @@ def main(argv=None):
     print_table(rows, curve, seconds, args.clients)
     print(f"server: cache {ready.get('cache')}, abandoned jobs "
           f"{[m.get('abandoned_jobs') for m in ready.get('models', [])]}, exit {exit_code}")
+    print(f"clients: {stats.idle_reopens} keep-alive connections idle over {REUSE_IDLE_LIMIT} s opened afresh")
     print(f"report: {args.out / 'report.json'}, samples: {args.out / 'samples.csv'}")
     if failures:
         print("FAILED:\n  " + "\n  ".join(failures))

@@ -169,7 +169,8 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
     let tokenizer = Router::new()
         .route("/tokenize", post(tokenizer::tokenize))
         .route("/detokenize", post(tokenizer::detokenize))
-        .route("/tokenizer_info", get(tokenizer::tokenizer_info));
+        .route("/tokenizer_info", get(tokenizer::tokenizer_info))
+        .route("/props", get(tokenizer::props));
     let guarded = Router::new()
         .nest("/v1", api.clone())
         .nest("/inference/v1", api)

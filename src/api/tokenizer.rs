@@ -1,7 +1,7 @@
 //! The served model's tokenizer over HTTP, where evaluation harnesses look for it: `POST /tokenize`,
 //! `POST /detokenize` and `GET /tokenizer_info` at the server's root, in the request and answer shapes of
 //! vLLM (lm-eval's `local-completions` uses them instead of downloading a tokenizer from the hub) and of
-//! llama.cpp's server (lm-eval's `gguf` backend). Tokens are the ones scoring uses: control-token text is
+//! llama.cpp's server (lm-eval's `gguf` backend, which also reads `GET /props` for the slot count). Tokens are the ones scoring uses: control-token text is
 //! parsed as control tokens, as in a prompt.
 
 use std::sync::Arc;
@@ -149,6 +149,32 @@ pub async fn detokenize(
     Ok(Json(json!({"prompt": text, "content": text})))
 }
 
+/// A special token's text, `None` where the model has none.
+fn special_text(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Handler for `GET /props` (llama.cpp's server's properties route): the slots a client may keep busy at
+/// once (the policy's model's inference threads; lm-eval's `gguf` backend sizes its thread pool from
+/// `total_slots`), the context length, the special tokens and the chat template.
+pub async fn props(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<InfoQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("", e.body_text()))?;
+    let policy = local_policy(&state, q.model.as_deref())?;
+    let vocab = &policy.model.vocab;
+    Ok(Json(json!({
+        "model_alias": policy.name,
+        "total_slots": policy.model.contexts(),
+        "default_generation_settings": {"n_ctx": policy.n_ctx},
+        "bos_token": vocab.bos.and_then(|_| special_text(&vocab.bos_text)),
+        "eos_token": special_text(&vocab.eos_text),
+        "chat_template": policy.chat_template_source,
+        "modalities": {"vision": false, "audio": false},
+    })))
+}
+
 /// Handler for `GET /tokenizer_info`: what a client needs to use the tokenizer through `/tokenize`: the
 /// special tokens as text (`null` where the model has none), whether BOS is added, the chat template
 /// (the policy's override, else the GGUF's) and the context length.
@@ -159,7 +185,7 @@ pub async fn tokenizer_info(
     let Query(q) = query.map_err(|e| ApiError::invalid("", e.body_text()))?;
     let policy = local_policy(&state, q.model.as_deref())?;
     let vocab = &policy.model.vocab;
-    let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let text = special_text;
     Ok(Json(json!({
         "model": policy.name,
         "tokenizer_class": "llama.cpp",

@@ -210,13 +210,15 @@ async fn score_local(policy: &Arc<Policy>, req: ScoreRequest) -> Result<Scores, 
         options,
         batch,
         body_bytes,
-        ..
+        deadline,
     } = req;
     let p = policy.clone();
     let tokenize_started = Instant::now();
     let opts = options;
-    let prepared: Vec<Arc<PreparedItem>> =
-        prepare_where_cheapest(body_bytes, move || prepare_items(&p, &items, &opts, batch)).await?;
+    let prepared: Vec<Arc<PreparedItem>> = prepare_where_cheapest(body_bytes, move || {
+        prepare_items(&p, &items, &opts, batch, deadline)
+    })
+    .await?;
     let tokenize = tokenize_started.elapsed();
     let scored = policy.score(prepared.clone(), &options).await?;
     let queue = scored
@@ -256,11 +258,17 @@ fn prepare_items(
     items: &[ItemInput],
     options: &ScoreOptions,
     batch: bool,
+    deadline: Instant,
 ) -> Result<Vec<Arc<PreparedItem>>, ScoreError> {
     let prepared = items
         .iter()
         .enumerate()
         .map(|(i, input)| {
+            if Instant::now() > deadline {
+                return Err(ScoreError::Unavailable(
+                    "the request's deadline passed while its items were being prepared".into(),
+                ));
+            }
             policy.prepare(input, options).map(Arc::new).map_err(|e| {
                 if batch {
                     e.within(&format!("items[{i}]"))

@@ -220,12 +220,22 @@ async fn prepare_all(
     let body_bytes = local.iter().map(|(_, r)| r.body_bytes).max().unwrap_or(0);
     let work: Vec<_> = local
         .iter()
-        .map(|(policy, r)| (policy.clone(), r.items.clone(), r.options, r.batch))
+        .map(|(policy, r)| {
+            (
+                policy.clone(),
+                r.items.clone(),
+                r.options,
+                r.batch,
+                r.deadline,
+            )
+        })
         .collect();
     prepare_where_cheapest(body_bytes, move || {
         Ok(work
             .iter()
-            .map(|(policy, items, options, batch)| prepare_items(policy, items, options, *batch))
+            .map(|(policy, items, options, batch, deadline)| {
+                prepare_items(policy, items, options, *batch, *deadline)
+            })
             .collect())
     })
     .await

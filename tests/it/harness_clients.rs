@@ -304,7 +304,7 @@ fn llama_cpp_clients_force_a_token_and_read_its_unbiased_logprob() {
         base,
         "/v1/completions",
         &json!({"model": SMOL, "prompt": prompt, "temperature": 0, "max_tokens": 1, "logprobs": 2,
-                "logit_bias": [[target, 100]]}),
+                "logit_bias": [[target, 100]], "id_slot": 0}),
     );
     let entry = &v["choices"][0]["logprobs"]["content"][0];
     assert_eq!(entry["id"], json!(target));
@@ -315,6 +315,34 @@ fn llama_cpp_clients_force_a_token_and_read_its_unbiased_logprob() {
         v["choices"][0]["logprobs"]["token_logprobs"][0],
         native["logprob"]
     );
+    // Its slot pinning is accepted (no effect: the numbers are the same); a slot below -1 is refused.
+    let (s, e) = post_to(
+        base,
+        "/v1/completions",
+        &json!({"model": SMOL, "prompt": "x", "max_tokens": 1, "id_slot": -2}),
+    );
+    assert_eq!((s, &e["error"]["param"]), (400, &json!("id_slot")), "{e}");
+    // It sizes its thread pool from /props' total_slots: the model's inference threads.
+    let props = client()
+        .get(format!("{base}/props?model={SMOL}"))
+        .send()
+        .unwrap();
+    assert_eq!(props.status().as_u16(), 200);
+    let props: Value = props.json().unwrap();
+    let info: Value = client()
+        .get(format!("{base}/tokenizer_info?model={SMOL}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    // The shared server runs the default one inference thread per model.
+    assert_eq!(props["total_slots"], 1, "{props}");
+    assert_eq!(
+        props["default_generation_settings"]["n_ctx"],
+        info["model_max_length"]
+    );
+    assert_eq!(props["eos_token"], info["eos_token"]);
+    assert_eq!(props["model_alias"], SMOL);
     // Bad pairs name their index.
     let (s, e) = post_to(
         base,

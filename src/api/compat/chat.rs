@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::answer::{AnswerPlan, ChoiceFormat, ChunkHeader, answer};
 use super::choice::{self, ChoiceOutcome};
-use super::params::{LogprobsMode, StreamOptions};
+use super::params::{self, LogprobsMode, StreamOptions};
 use super::request::{CompatRequest, LocalRequest, Opened, open};
 use super::stream::Delta;
 use super::{Budget, plan_choices};
@@ -41,6 +41,8 @@ pub struct ChatRequest {
     /// End-user id (OpenAI): accepted and ignored; it changes no number.
     #[allow(dead_code)]
     pub user: Option<String>,
+    /// llama.cpp's slot pinning: accepted, no effect (see [`params::check_id_slot`]).
+    pub id_slot: Option<i64>,
 }
 
 impl CompatRequest for ChatRequest {
@@ -69,6 +71,7 @@ pub async fn chat_completions(
         Opened::Forwarded(answer) => return Ok(answer),
     };
     let mode = LogprobsMode::for_chat(req.logprobs, req.top_logprobs)?;
+    params::check_id_slot(req.id_slot)?;
     let sampling = sampling.validate(&policy, policy.n_ctx as u32)?;
     let inputs = vec![PromptInput::Messages(messages(req.messages)?)];
     let (plans, usage) = plan_choices(

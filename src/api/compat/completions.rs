@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::answer::{AnswerPlan, ChoiceFormat, ChunkHeader, answer};
 use super::choice::{self, ChoiceOutcome, chars_in};
-use super::params::{LogprobsMode, StreamOptions};
+use super::params::{self, LogprobsMode, StreamOptions};
 use super::request::{CompatRequest, LocalRequest, Opened, open};
 use super::stream::Delta;
 use super::{Budget, plan_choices};
@@ -43,6 +43,8 @@ pub struct CompletionRequest {
     /// End-user id (OpenAI): accepted and ignored; it changes no number.
     #[allow(dead_code)]
     pub user: Option<String>,
+    /// llama.cpp's slot pinning: accepted, no effect (see [`params::check_id_slot`]).
+    pub id_slot: Option<i64>,
 }
 
 /// The OpenAI `prompt` forms: a string, strings, token ids, or lists of token ids.
@@ -259,6 +261,7 @@ pub async fn completions(
         Opened::Forwarded(answer) => return Ok(answer),
     };
     let mode = LogprobsMode::for_completions(&req.logprobs, req.top_logprobs)?;
+    params::check_id_slot(req.id_slot)?;
     let sampling = sampling.validate(&policy, 16)?;
     let inputs = prompts(std::mem::take(&mut req.prompt))?;
     let echo = req.echo || req.echo_last.is_some();

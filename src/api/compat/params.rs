@@ -52,6 +52,20 @@ pub enum LogitBias {
     Pairs(Vec<(i64, f64)>),
 }
 
+/// llama.cpp's `id_slot`, which pins a request to one of that server's slots so that requests sharing a
+/// prompt reuse its KV cache (lm-eval's `gguf` backend sends it with every request). Accepted with no
+/// effect here: whole-prompt reuse is shared by all of a model's inference threads, and no number depends
+/// on which thread computes it. -1 is llama.cpp's "any slot".
+pub fn check_id_slot(id_slot: Option<i64>) -> Result<(), ApiError> {
+    match id_slot {
+        Some(slot) if !(-1..=i64::from(i32::MAX)).contains(&slot) => Err(ApiError::invalid(
+            "id_slot",
+            "must be -1 (any slot) or a slot number from 0 to 2147483647",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `stream_options`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, remote = "Self")]

@@ -1,7 +1,8 @@
 //! Connection-level attacks: slow request heads, many idle connections under a tight open-files limit,
 //! stalled bodies, an over-limit `Content-Length`, DNS rebinding (a foreign `Host` with a matching
-//! `Origin`), CORS preflights, a stream past the request timeout and a lower-case `bearer` scheme. Each
-//! asserts the documented answer while the watcher checks the server holds.
+//! `Origin`), CORS preflights, a stream past the request timeout, a client that stops reading its answer
+//! and a lower-case `bearer` scheme. Each asserts the documented answer while the watcher checks the
+//! server holds.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -500,4 +501,83 @@ fn attack_lower_case_bearer_is_accepted_and_log_lines_carry_one_message() {
         );
     }
     assert!(target.alive());
+}
+
+#[test]
+fn attack_a_client_that_stops_reading_is_closed_at_the_answer_timeout() {
+    let _one = one_at_a_time();
+    // Answer timeout = request timeout + idle timeout = 31 s.
+    let mut target = Target::start(TargetOptions {
+        server_yaml: "  request_timeout_secs: 30\n  idle_timeout_secs: 1\n".into(),
+        ..TargetOptions::default()
+    });
+    let watch = target.watch();
+    // One item of 500 response tokens with 20 alternatives each, scored once here (however slow the
+    // machine, within the request timeout) so that the response cache holds it.
+    let item = json!({"prompt": "Hi", "response": " river".repeat(500)});
+    let mut warm = item.clone();
+    warm["model"] = json!("smol");
+    warm["top_logprobs"] = json!(20);
+    let r = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+        .post(format!("{}/v1/logprobs", target.running.base))
+        .json(&warm)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let one_item = r.bytes().unwrap().len();
+    // 32 copies, all from the cache: ~44 MB at once, more than the kernel's send and receive buffers
+    // hold on loopback, so the server's writes block on a client that never reads.
+    let body = json!({"model": "smol", "items": vec![item; 32], "top_logprobs": 20}).to_string();
+    let addr = target.addr.clone();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(
+        format!(
+            "POST /v1/logprobs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let sent = Instant::now();
+    s.set_nonblocking(true).unwrap();
+    // Read nothing until the answer timeout has passed, then drain: the server must have closed the
+    // connection before sending the whole answer.
+    assert!(
+        one_item * 32 > 16 << 20,
+        "{one_item} bytes per item: too small to fill the buffers"
+    );
+    std::thread::sleep(Duration::from_secs(34));
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ended = false;
+    while Instant::now() < deadline {
+        if closed(&mut s, &mut got) {
+            ended = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = String::from_utf8_lossy(&got[..got.len().min(4096)]).into_owned();
+    assert!(
+        ended,
+        "the connection was still open {:?} after a client stopped reading",
+        sent.elapsed()
+    );
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let declared: usize = header(&text, "content-length")
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(usize::MAX);
+    let head = text.find("\r\n\r\n").unwrap() + 4;
+    assert!(
+        got.len() - head < declared,
+        "the whole answer arrived ({} bytes): the client's stop was never tested",
+        got.len()
+    );
+    let report = watch.finish();
+    assert!(target.alive());
+    report.assert_held("a client that stops reading", 2048);
 }
