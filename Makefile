@@ -71,12 +71,13 @@ $(VENV_LMEVAL)/.installed: tests/python/requirements-lm-eval.txt
 test: deps-test models build $(VENV)/.installed $(VENV_FW0)/.installed lint ci-docker test-rust test-python docker-test-if-engine \
 	slurm-test-if-engine
 
+# Every crate of the workspace (crates/* and the root package).
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --release --locked --all-targets -- -D warnings
+	cargo clippy --release --locked --workspace --all-targets -- -D warnings
 
 test-rust: models
-	cargo test --release --locked
+	cargo test --release --locked --workspace
 
 test-python: models build $(VENV)/.installed $(VENV_FW0)/.installed $(VENV_LMEVAL)/.installed
 	LM_EVAL_PYTHON=$(VENV_LMEVAL)/bin/python $(VENV)/bin/python -m pytest -q tests/python --ignore=tests/python/test_fireworks_legacy.py
@@ -90,7 +91,7 @@ FUZZ_UNIT_CASES ?= 100000
 FUZZ_CASES ?= 3000
 FUZZ_SECONDS ?= 600
 fuzz: models
-	PROPTEST_CASES=$(FUZZ_UNIT_CASES) cargo test --release --locked --lib fuzz
+	PROPTEST_CASES=$(FUZZ_UNIT_CASES) cargo test --release --locked --workspace --lib fuzz
 	LLAMA_SCORER_FUZZ_CASES=$(FUZZ_CASES) LLAMA_SCORER_FUZZ_SECONDS=$(FUZZ_SECONDS) \
 		cargo test --release --locked --test it fuzz_http -- --nocapture
 

@@ -5,7 +5,7 @@ InferencePool (`inference.networking.k8s.io/v1`). No cluster needed; PyYAML only
 
 Checked: the config's group and kind (the deprecated `inference.networking.x-k8s.io` group is refused), its
 fields and those of every plugin whose parameters we set, every pluginRef naming a declared plugin, the
-metric specs naming gauges llama-scorer exports (read from src/api/observe.rs) for the model file of
+metric specs naming gauges llama-scorer exports (read from crates/http/src/api/observe.rs) for the model file of
 deploy/kubernetes/configmap.yaml, the engine name matching the pods' llm-d.ai/engine-type label, and the
 pool selecting the Deployment's pods on its container port.
 
@@ -65,7 +65,7 @@ class Problems(list):
 
 
 def exported_gauges(repo):
-    text = (repo / "src/api/observe.rs").read_text()
+    text = (repo / "crates/http/src/api/observe.rs").read_text()
     return set(re.findall(r'gauge!\(\s*"(llama_scorer_[a-z_]+)"', text))
 
 

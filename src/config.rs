@@ -13,7 +13,8 @@ use serde::Deserialize;
 use crate::engine::{CacheSettings, EngineSettings, PolicySettings};
 use crate::remote::{ApiKey, Provider, RemoteSettings};
 use crate::request_policy::check_temperature;
-use crate::served::RemotePolicySettings;
+use crate::served::{RemotePolicySettings, ServedSettings};
+use crate::server::ServerSettings;
 
 /// Default decode chunk (llama.cpp `n_batch` = `n_ubatch`). Part of the decode schedule, so it changes numbers.
 pub const DEFAULT_DECODE_CHUNK: u32 = 512;
@@ -217,47 +218,34 @@ impl Config {
         }
     }
 
-    /// The policies configured exactly like `base` apart from their names (same model or remote model,
-    /// chat template, system prompt and temperature): their numbers must equal the base's, bit for bit.
-    pub fn configured_like(&self, base: &str) -> Vec<String> {
-        let local = |p: &PolicyConfig| {
-            (
-                p.model_path.clone(),
-                p.chat_template.clone(),
-                p.system_prompt.clone(),
-                p.temperature.to_bits(),
-                p.n_ctx,
-            )
-        };
-        let remote = |r: &RemotePolicySettings| {
-            (
-                r.remote.provider,
-                r.remote.resolved_base_url().ok(),
-                r.remote.model.clone(),
-                r.chat_template.clone(),
-                r.system_prompt.clone(),
-                r.temperature.to_bits(),
-            )
-        };
-        if let Some(b) = self.policies.iter().find(|p| p.name == base) {
-            let key = local(b);
-            return self
-                .policies
-                .iter()
-                .filter(|p| p.name != base && local(p) == key)
-                .map(|p| p.name.clone())
-                .collect();
+    /// The HTTP server's settings: where to listen, what to serve and every limit.
+    pub fn server_settings(&self) -> ServerSettings {
+        ServerSettings {
+            host: self.host.clone(),
+            port: self.port,
+            served: self.served_settings(),
+            max_batch_items: self.max_batch_items,
+            max_body_bytes: self.max_body_bytes,
+            request_timeout_secs: self.request_timeout_secs,
+            max_concurrent_requests: self.max_concurrent_requests,
+            shutdown_timeout_secs: self.shutdown_timeout_secs,
+            api_keys: self.api_keys.clone(),
+            allowed_origins: self.allowed_origins.clone(),
+            header_read_timeout_secs: self.header_read_timeout_secs,
+            idle_timeout_secs: self.idle_timeout_secs,
+            body_timeout_secs: self.body_timeout_secs,
+            max_connections: self.max_connections,
+            allowed_hosts: self.allowed_hosts.clone(),
         }
-        if let Some(b) = self.remote_policies.iter().find(|r| r.remote.name == base) {
-            let key = remote(b);
-            return self
-                .remote_policies
-                .iter()
-                .filter(|r| r.remote.name != base && remote(r) == key)
-                .map(|r| r.remote.name.clone())
-                .collect();
+    }
+
+    /// What the front ends serve: the engine's settings, the remote policies and the policies' order.
+    pub fn served_settings(&self) -> ServedSettings {
+        ServedSettings {
+            engine: self.engine_settings(),
+            remotes: self.remote_policies.clone(),
+            order: self.policy_order.clone(),
         }
-        Vec::new()
     }
 
     /// Reads and validates a YAML config file; relative model paths resolve against the file's folder.
@@ -518,9 +506,21 @@ impl Config {
     }
 }
 
+/// `Server::start(config)`: a validated configuration is the server's settings.
+impl From<Config> for ServerSettings {
+    fn from(cfg: Config) -> ServerSettings {
+        cfg.server_settings()
+    }
+}
+
 fn expand_home(raw: &str) -> Result<PathBuf, String> {
+    expand_home_in(raw, std::env::var_os("HOME"))
+}
+
+/// `~` and `~/…` of `raw` under `home` (the value of HOME, read by the caller).
+fn expand_home_in(raw: &str, home: Option<std::ffi::OsString>) -> Result<PathBuf, String> {
     if raw == "~" || raw.starts_with("~/") {
-        let home = std::env::var_os("HOME").ok_or("`~` used but HOME is not set")?;
+        let home = home.ok_or("`~` used but HOME is not set")?;
         let rest = raw.trim_start_matches('~').trim_start_matches('/');
         return Ok(PathBuf::from(home).join(rest));
     }
@@ -788,8 +788,12 @@ mod tests {
         p
     }
 
+    /// `m.gguf` in `dir`: a link to a real test model (the checks read its header and size).
     fn fake_gguf(dir: &Path) -> PathBuf {
-        write(dir, "m.gguf", &crate::gguf::tests::small_valid_file())
+        let p = dir.join("m.gguf");
+        let model = crate::test_models::model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
+        std::os::unix::fs::symlink(model, &p).unwrap();
+        p
     }
 
     fn load(dir: &Path, yaml: &str) -> Result<Config, ConfigError> {
@@ -977,11 +981,17 @@ mod tests {
 
     #[test]
     fn home_is_expanded() {
-        let dir = tempfile::tempdir().unwrap();
-        fake_gguf(dir.path());
-        // SAFETY: tests in this module do not read HOME concurrently with this write.
-        unsafe { std::env::set_var("HOME", dir.path()) };
-        let cfg = load(dir.path(), "policies:\n  p0: {model: ~/m.gguf}\n").unwrap();
-        assert!(cfg.policies[0].model_path.ends_with("m.gguf"));
+        // The rule alone, given a HOME: the test threads share one environment, so none writes it.
+        let home = Some(std::ffi::OsString::from("/home/u"));
+        let expand = |raw: &str| expand_home_in(raw, home.clone());
+        assert_eq!(expand("~/m.gguf"), Ok(PathBuf::from("/home/u/m.gguf")));
+        assert_eq!(expand("~"), Ok(PathBuf::from("/home/u")));
+        assert_eq!(expand("m.gguf"), Ok(PathBuf::from("m.gguf")));
+        assert_eq!(expand("~other/m.gguf"), Ok(PathBuf::from("~other/m.gguf")));
+        assert!(
+            expand_home_in("~/m.gguf", None)
+                .unwrap_err()
+                .contains("HOME")
+        );
     }
 }

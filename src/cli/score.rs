@@ -93,7 +93,7 @@ pub fn run(args: ScoreCmdArgs) -> ExitCode {
         .map_err(anyhow::Error::from)
         .and_then(|cfg| {
             llama_scorer::sigbus::explain_for(&cfg);
-            llama_scorer::batch::score::run(cfg, score_args(args, shard))
+            llama_scorer::batch::score::run(cfg.served_settings(), score_args(args, shard))
         });
     exit_with(result, |s| report(&s, started))
 }

@@ -13,12 +13,11 @@ mod errors;
 mod fleet;
 mod fuzz_http;
 /// The hostile-text generators of the library's own property tests.
-#[path = "../../src/fuzz_strategies.rs"]
+#[path = "../support/fuzz_strategies.rs"]
 mod fuzz_strategies;
 mod hardening;
 mod harness_clients;
 mod identities;
-mod layers;
 mod lifetime;
 mod model_files;
 mod openapi;

@@ -146,11 +146,6 @@ impl Synth {
     }
 }
 
-/// A small GGUF file that passes [`check`] (for other modules' tests that need a model path).
-pub(crate) fn small_valid_file() -> Vec<u8> {
-    Synth::new().bytes()
-}
-
 fn parse_bytes(bytes: &[u8]) -> Result<Header, GgufError> {
     parse(Cursor::new(bytes), bytes.len() as u64)
 }
@@ -639,7 +634,8 @@ fn the_type_table_matches_the_linked_ggml() {
 /// The llama.cpp sources llama-cpp-sys-2 was built from (the version in Cargo.lock, in cargo's
 /// registry), when they are on disk.
 fn vendored_llama_cpp() -> Option<PathBuf> {
-    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).ok()?;
+    let lock =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock")).ok()?;
     let version = lock
         .split("[[package]]")
         .find(|p| p.contains("name = \"llama-cpp-sys-2\"\n"))?
@@ -684,15 +680,12 @@ fn the_architecture_table_matches_the_vendored_llama_cpp() {
     assert_eq!(
         arch::LLM_ARCH_NAMES,
         names.as_slice(),
-        "src/gguf/arch.rs is out of date with {}",
+        "crates/engine/src/gguf/arch.rs is out of date with {}",
         dir.display()
     );
 }
 
 // --- the real test models ------------------------------------------------------------------------------
-
-#[path = "../../tests/support/models.rs"]
-mod models;
 
 const MODELS: [(&str, &str, usize); 2] = [
     ("SmolLM2-135M-Instruct.Q4_1.gguf", "llama", 272),
@@ -702,7 +695,7 @@ const MODELS: [(&str, &str, usize); 2] = [
 #[test]
 fn the_test_models_pass_and_read_as_ggml_reads_them() {
     for (file, architecture, n_tensors) in MODELS {
-        let path = models::model_path(file);
+        let path = crate::test_models::model_path(file);
         let h = check(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(
             h.get("general.architecture"),
@@ -720,7 +713,7 @@ fn the_test_models_pass_and_read_as_ggml_reads_them() {
 
 #[test]
 fn truncated_test_models_are_refused_at_the_right_place() {
-    let path = models::model_path(MODELS[0].0);
+    let path = crate::test_models::model_path(MODELS[0].0);
     let h = read(&path).unwrap();
     let last = h.tensors.last().unwrap();
     let data_end = h.data_offset + last.offset + last.n_bytes;

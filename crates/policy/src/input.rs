@@ -130,7 +130,9 @@ impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for ObjectOnly<D
     }
 }
 
-/// Implements `Deserialize` for a type whose derive is `#[serde(remote = "Self")]`, through [`ObjectOnly`].
+/// Implements `Deserialize` for a type whose derive is `#[serde(remote = "Self")]`, through [`ObjectOnly`]
+/// (the HTTP layer's wire types use it too).
+#[macro_export]
 macro_rules! deserialize_from_objects_only {
     ($t:ty) => {
         impl<'de> serde::Deserialize<'de> for $t {
@@ -140,7 +142,7 @@ macro_rules! deserialize_from_objects_only {
         }
     };
 }
-pub(crate) use deserialize_from_objects_only;
+pub use deserialize_from_objects_only;
 
 /// A chat message on the wire (`content` must be text).
 #[derive(Debug, Deserialize)]

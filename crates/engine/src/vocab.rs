@@ -205,17 +205,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::engine::backend::backend;
+    use crate::backend::backend;
     use crate::fuzz_strategies::hostile_text;
-
-    /// The test models' folder, as tests/support/models.rs finds it (a `#[path]` cannot reach it from an
-    /// inline module of a file in a folder).
-    fn model_path(file: &str) -> std::path::PathBuf {
-        std::env::var_os("LLAMA_SCORER_MODELS")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
-            .join(file)
-    }
+    use crate::test_models::model_path;
 
     /// Each test model's tokenizer alone (vocab_only: no weights), loaded once.
     fn models() -> &'static [(LlamaModel, Vocabulary)] {

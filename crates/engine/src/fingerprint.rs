@@ -204,7 +204,7 @@ mod tests {
 
     #[test]
     fn the_pinned_bindings_version_is_cargo_tomls() {
-        let toml = include_str!("../../Cargo.toml");
+        let toml = include_str!("../../../Cargo.toml");
         let pin = format!("llama-cpp-sys-2 = {{ version = \"={LLAMA_CPP_SYS_VERSION}\"");
         assert!(
             toml.contains(&pin),

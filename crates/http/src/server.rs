@@ -11,15 +11,47 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::api::{AppState, HttpLimits, Starting, loading_router, router};
-use crate::config::Config;
 use crate::engine::{Engine, EngineGuard, LoadProgress, StartupError};
 use crate::listener::{self, ConnLimits, nofile};
-use crate::served::Policies;
+use crate::served::ServedSettings;
+
+/// Everything the server needs to start, in its own terms (the configuration layer builds it): where to
+/// listen, what to serve, and the limits of requests and connections.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    /// The engine, the local and remote policies, and their order.
+    pub served: ServedSettings,
+    /// Largest `items` list (and compat fan-out) a single request may carry.
+    pub max_batch_items: usize,
+    pub max_body_bytes: usize,
+    /// Seconds a request may take before it is answered 504 and its queued work dropped.
+    pub request_timeout_secs: u64,
+    /// Requests handled at once; more get 503.
+    pub max_concurrent_requests: usize,
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
+    pub shutdown_timeout_secs: u64,
+    /// Accepted bearer keys (empty: authentication off).
+    pub api_keys: Vec<String>,
+    /// Browser origins allowed besides the server's own (empty: same-origin only).
+    pub allowed_origins: Vec<String>,
+    /// Seconds a started request head may take.
+    pub header_read_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection is kept.
+    pub idle_timeout_secs: u64,
+    /// Seconds a request body may take to arrive (408 past it).
+    pub body_timeout_secs: u64,
+    /// Connections open at once, before the open-files clamp.
+    pub max_connections: usize,
+    /// Extra `Host` names answered on a loopback bind (`*`: the check is off).
+    pub allowed_hosts: Vec<String>,
+}
 
 /// A server whose port is bound and whose models are loading (on a blocking thread).
 pub struct Server {
     listener: TcpListener,
-    cfg: Config,
+    cfg: ServerSettings,
     limits: HttpLimits,
     connections: ConnLimits,
     progress: LoadProgress,
@@ -29,13 +61,14 @@ pub struct Server {
 impl Server {
     /// Binds `host:port` (port 0 picks a free one) and starts loading every model; [`Server::serve`]
     /// answers from the moment it is called, with 503 `loading` until the models are in.
-    pub async fn start(cfg: Config) -> anyhow::Result<Server> {
+    pub async fn start(settings: impl Into<ServerSettings>) -> anyhow::Result<Server> {
+        let cfg: ServerSettings = settings.into();
         let listener = listener::bind(&cfg.host, cfg.port)
             .await
             .with_context(|| format!("cannot listen on {}:{}", cfg.host, cfg.port))?;
         let loopback = listener.local_addr()?.ip().is_loopback();
         let progress = LoadProgress::default();
-        let settings = cfg.engine_settings();
+        let settings = cfg.served.engine.clone();
         let reporting = progress.clone();
         let loading =
             tokio::task::spawn_blocking(move || Engine::start_reporting(&settings, &reporting));
@@ -125,14 +158,8 @@ async fn stop_engine(engine: EngineGuard) -> anyhow::Result<()> {
 }
 
 /// What every handler reaches, once the engine is up: the policies over it (remote ones included).
-fn app_state(cfg: &Config, engine: Arc<Engine>) -> anyhow::Result<Arc<AppState>> {
-    let policies = Policies::new(
-        &engine,
-        cfg.remote_policies.clone(),
-        cfg.cache,
-        &cfg.policy_order,
-    )
-    .map_err(anyhow::Error::msg)?;
+fn app_state(cfg: &ServerSettings, engine: Arc<Engine>) -> anyhow::Result<Arc<AppState>> {
+    let policies = cfg.served.policies(&engine).map_err(anyhow::Error::msg)?;
     Ok(Arc::new(AppState {
         engine,
         policies: Arc::new(policies),
@@ -143,7 +170,7 @@ fn app_state(cfg: &Config, engine: Arc<Engine>) -> anyhow::Result<Arc<AppState>>
 }
 
 /// The HTTP limits from the configuration (the Host rule depends on whether the bind is loopback).
-fn http_limits(cfg: &Config, loopback: bool) -> HttpLimits {
+fn http_limits(cfg: &ServerSettings, loopback: bool) -> HttpLimits {
     HttpLimits {
         max_body_bytes: cfg.max_body_bytes,
         request_timeout: Duration::from_secs(cfg.request_timeout_secs),
@@ -157,7 +184,7 @@ fn http_limits(cfg: &Config, loopback: bool) -> HttpLimits {
 
 /// The connection limits: the open-files soft limit is raised to the hard one, and the connection limit
 /// kept under it (a warning says when the configured one does not fit).
-fn connection_limits(cfg: &Config) -> ConnLimits {
+fn connection_limits(cfg: &ServerSettings) -> ConnLimits {
     let files = nofile::raise_to_hard();
     let max_connections = nofile::clamp(cfg.max_connections, files);
     if max_connections < cfg.max_connections {

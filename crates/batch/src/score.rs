@@ -17,11 +17,10 @@ use serde_json::{Map, Value, json};
 
 use super::record::{BatchRecord, ErrorText, ReadLine, RecordKey, Scored, id_text, read_records};
 use super::weights::{WeightsReport, weights_report};
-use crate::config::Config;
 use crate::engine::{Engine, ItemInput, ScoreOptions};
 use crate::input::{WireItem, fields_of, from_object, reject_unknown};
 use crate::report::ItemReport;
-use crate::served::{Policies, ServeError, ServedPolicy, score_each_together};
+use crate::served::{Policies, ServeError, ServedPolicy, ServedSettings, score_each_together};
 
 /// What `score` was asked to do.
 pub struct ScoreArgs {
@@ -187,19 +186,15 @@ fn resolve_policies(served: &Policies, names: &[String]) -> Result<Vec<ServedPol
         .collect()
 }
 
-/// Runs the command; the engine is started from `cfg`.
-pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
+/// Runs the command; the engine is started from `served`.
+pub fn run(served_settings: ServedSettings, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
     let text = std::fs::read_to_string(&args.input)
         .with_context(|| format!("cannot read {}", args.input.display()))?;
     let raw = lines_to_score(&text, &args);
-    let engine = Engine::start(&cfg.engine_settings())?;
-    let served = Policies::new(
-        &engine,
-        cfg.remote_policies.clone(),
-        cfg.cache,
-        &cfg.policy_order,
-    )
-    .map_err(anyhow::Error::msg)?;
+    let engine = Engine::start(&served_settings.engine)?;
+    let served = served_settings
+        .policies(&engine)
+        .map_err(anyhow::Error::msg)?;
     let (default_policies, base) = chosen_policies(&served, &args)?;
     let (done, mut base_values) = resume_state(&args.output, args.base.as_deref())?;
     let mut out = OpenOptions::new()
@@ -249,7 +244,7 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
         bail!("nothing was scored");
     }
     if let Some(b) = &args.base {
-        summary.weights = Some(write_weights_summary(&cfg, &args, b)?);
+        summary.weights = Some(write_weights_summary(&served_settings, &args, b)?);
     }
     Ok(summary)
 }
@@ -332,11 +327,11 @@ fn write_records(
 /// The importance-weight summary against `base` over the whole output file, written next to it (or to
 /// `--summary`).
 fn write_weights_summary(
-    cfg: &Config,
+    served: &ServedSettings,
     args: &ScoreArgs,
     base: &str,
 ) -> anyhow::Result<WeightsReport> {
-    let report = weights_report(&args.output, base, &cfg.configured_like(base))?;
+    let report = weights_report(&args.output, base, &served.configured_like(base))?;
     let path = args.summary.clone().unwrap_or_else(|| {
         let mut p = args.output.clone().into_os_string();
         p.push(".summary.json");

@@ -146,6 +146,16 @@ where
         })
     }
 
+    /// The entry for `key`, if any (not counted: the caller counts a hit or a miss as it defines them).
+    pub async fn lookup(&self, key: &K) -> Option<V> {
+        self.entries.get(key).await
+    }
+
+    /// Keeps `value` under `key`.
+    pub async fn store(&self, key: K, value: V) {
+        self.entries.insert(key, value).await;
+    }
+
     /// Counts a lookup that found its entry.
     pub fn count_hit(&self) {
         self.hits.fetch_add(1, Ordering::Relaxed);

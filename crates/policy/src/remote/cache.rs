@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::native;
 use super::settings::RemoteSettings;
-use crate::engine::cache::CountedCache;
+use crate::engine::cache::{CacheStats, CountedCache};
 use crate::engine::{CacheSettings, ItemInput, ScoreOptions};
 use crate::report::ItemReport;
 
@@ -51,8 +51,8 @@ pub(crate) fn upstream_id(settings: &RemoteSettings, base_url: &str) -> Arc<str>
     .into()
 }
 
-/// Remote answers shared by every remote policy of a process.
-pub type RemoteCache = CountedCache<RemoteKey, Arc<ItemReport>>;
+/// Remote answers shared by every remote policy of a process (the engine's kind of counted cache).
+pub struct RemoteCache(CountedCache<RemoteKey, Arc<ItemReport>>);
 
 impl RemoteCache {
     /// A cache for `settings`, or `None` when its budget is 0.
@@ -60,15 +60,16 @@ impl RemoteCache {
         CountedCache::with_weigher(settings, |k: &RemoteKey, v: &Arc<ItemReport>| {
             k.weight() + v.approx_bytes()
         })
+        .map(RemoteCache)
     }
 
     /// The cached report, marked `cached`, if any (counted as a hit or a miss).
     pub(crate) async fn get(&self, key: &RemoteKey) -> Option<ItemReport> {
-        let Some(found) = self.entries.get(key).await else {
-            self.count_miss();
+        let Some(found) = self.0.lookup(key).await else {
+            self.0.count_miss();
             return None;
         };
-        self.count_hit();
+        self.0.count_hit();
         let mut report = (*found).clone();
         report.cached = true;
         Some(report)
@@ -76,6 +77,11 @@ impl RemoteCache {
 
     /// Keeps a fresh answer.
     pub(crate) async fn insert(&self, key: RemoteKey, report: &ItemReport) {
-        self.entries.insert(key, Arc::new(report.clone())).await;
+        self.0.store(key, Arc::new(report.clone())).await;
+    }
+
+    /// Counters and size, for `/ready` and `/metrics`.
+    pub async fn stats(&self) -> CacheStats {
+        self.0.stats().await
     }
 }

@@ -16,11 +16,73 @@ pub use remote_policy::{RemotePolicy, RemotePolicySettings};
 pub use together::{score_each_together, score_together};
 
 use crate::engine::{
-    CacheSettings, Engine, ItemInput, Policy, PreparedItem, ScoreError, ScoreOptions,
+    CacheSettings, Engine, EngineSettings, ItemInput, Policy, PolicySettings, PreparedItem,
+    ScoreError, ScoreOptions,
 };
 use crate::remote::{RemoteCache, RemoteError};
 use crate::report::ItemReport;
 use crate::request_budget::{answer_entries, check_answer_entries};
+
+/// What a front end (the server, the batch command) serves: the engine's settings with the local
+/// policies, the remote policies, and every policy's name in the configuration's order.
+#[derive(Debug, Clone)]
+pub struct ServedSettings {
+    pub engine: EngineSettings,
+    pub remotes: Vec<RemotePolicySettings>,
+    /// Every policy's name, in the configuration's order (how `/v1/models` and `score` list them).
+    pub order: Vec<String>,
+}
+
+impl ServedSettings {
+    /// Every policy over a started `engine` (the remote ones' answers share one cache sized like the
+    /// engine's), in the configuration's order.
+    pub fn policies(&self, engine: &Engine) -> Result<Policies, String> {
+        Policies::new(engine, self.remotes.clone(), self.engine.cache, &self.order)
+    }
+
+    /// The policies configured exactly like `base` apart from their names (same model or remote model,
+    /// chat template, system prompt and temperature): their numbers must equal the base's, bit for bit.
+    pub fn configured_like(&self, base: &str) -> Vec<String> {
+        let local = |p: &PolicySettings| {
+            (
+                p.model_path.clone(),
+                p.chat_template.clone(),
+                p.system_prompt.clone(),
+                p.temperature.to_bits(),
+                p.n_ctx,
+            )
+        };
+        let remote = |r: &RemotePolicySettings| {
+            (
+                r.remote.provider,
+                r.remote.resolved_base_url().ok(),
+                r.remote.model.clone(),
+                r.chat_template.clone(),
+                r.system_prompt.clone(),
+                r.temperature.to_bits(),
+            )
+        };
+        let locals = &self.engine.policies;
+        if let Some(b) = locals.iter().find(|p| p.name == base) {
+            let key = local(b);
+            return locals
+                .iter()
+                .filter(|p| p.name != base && local(p) == key)
+                .map(|p| p.name.clone())
+                .collect();
+        }
+        if let Some(b) = self.remotes.iter().find(|r| r.remote.name == base) {
+            let key = remote(b);
+            return self
+                .remotes
+                .iter()
+                .filter(|r| r.remote.name != base && remote(r) == key)
+                .map(|r| r.remote.name.clone())
+                .collect();
+        }
+        Vec::new()
+    }
+}
 
 /// One served policy, wherever it runs.
 #[derive(Clone)]

@@ -232,7 +232,7 @@ impl LoadedModel {
             .map_err(|_| ScoreError::Unavailable("the inference threads have stopped".into()))
     }
 
-    /// A full queue; [`crate::engine::Policy`] names the policy before the error leaves the engine.
+    /// A full queue; [`crate::Policy`] names the policy before the error leaves the engine.
     fn queue_full(&self) -> ScoreError {
         tracing::debug!(model = %self.info.path.display(), capacity = self.capacity, "queue full");
         ScoreError::QueueFull {

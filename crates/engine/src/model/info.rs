@@ -126,7 +126,7 @@ fn fingerprint_device(devices: &Devices, device: &str, offloaded: u32, total: u3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::DeviceInfo;
+    use crate::DeviceInfo;
 
     fn device(name: &str, kind: &'static str) -> DeviceInfo {
         DeviceInfo {

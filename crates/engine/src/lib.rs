@@ -1,5 +1,7 @@
 //! The scoring engine: a pool of loaded GGUF models, their inference threads, and the policies that
-//! name them. Knows nothing of HTTP; the API layer and the batch command are thin front ends over it.
+//! name them, over llama.cpp; with [`gguf`], the checks a model file passes before llama.cpp reads it.
+//! The bottom of the crate graph: it knows nothing of the policies, providers, batch files or HTTP that
+//! are built on it (its manifest lists none of them).
 
 mod backend;
 pub mod bench;
@@ -9,6 +11,7 @@ pub mod digest_cache;
 mod error;
 pub mod fingerprint;
 pub mod generate;
+pub mod gguf;
 pub mod load;
 pub mod logsoftmax;
 mod model;
@@ -21,6 +24,13 @@ pub mod settings;
 pub mod types;
 pub mod vocab;
 mod worker;
+
+#[cfg(test)]
+#[path = "../../../tests/support/fuzz_strategies.rs"]
+mod fuzz_strategies;
+#[cfg(test)]
+#[path = "../../../tests/support/models.rs"]
+mod test_models;
 
 use std::collections::HashMap;
 use std::ops::Deref;
