@@ -45,6 +45,7 @@ pub async fn answer<F: ChoiceFormat>(
     format: F,
 ) -> Result<Response, ApiError> {
     choice::reserve_places(&plan.policy, &mut plan.plans)?;
+    choice::score_echoes(&plan.policy, &mut plan.plans).await?;
     if stream {
         return Ok(stream_response(plan, format));
     }

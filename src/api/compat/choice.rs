@@ -27,6 +27,9 @@ pub struct ChoicePlan {
     /// The generation's place in the model's queue, reserved with the request's other choices (see
     /// [`reserve_places`]); `None` = reserved when it runs.
     pub place: Option<QueuePlace>,
+    /// A score-only echo's prompt scores, computed with the request's other score-only choices (see
+    /// [`score_echoes`]).
+    pub echoed: Option<Vec<TokenScore>>,
 }
 
 /// Reserves a queue place for every generating choice at once, all or none: one request's fan-out either
@@ -36,6 +39,29 @@ pub fn reserve_places(policy: &Policy, plans: &mut [ChoicePlan]) -> Result<(), S
     let mut places = policy.reserve(generating)?.into_iter();
     for plan in plans.iter_mut().filter(|p| p.generate.is_some()) {
         plan.place = places.next();
+    }
+    Ok(())
+}
+
+/// Scores every score-only echo choice (`max_tokens: 0`) in one call, so the request's scoring is admitted
+/// to the model's queue all at once or refused (429) before any of it runs, as its generations are.
+pub async fn score_echoes(policy: &Policy, plans: &mut [ChoicePlan]) -> Result<(), ScoreError> {
+    let scoring: Vec<usize> = (0..plans.len())
+        .filter(|&i| plans[i].generate.is_none() && plans[i].echo)
+        .collect();
+    let Some(&first) = scoring.first() else {
+        return Ok(());
+    };
+    let options = ScoreOptions {
+        top_logprobs: plans[first].top_logprobs,
+        echo: true,
+        score_end_of_turn: false,
+        temperature: 1.0,
+    };
+    let prompts = scoring.iter().map(|&i| plans[i].prompt.clone()).collect();
+    let scores = policy.score(prompts, &options).await?;
+    for (i, scored) in scoring.into_iter().zip(scores) {
+        plans[i].echoed = Some(scored.score.prompt.clone());
     }
     Ok(())
 }
@@ -67,7 +93,9 @@ pub struct ChoiceOutcome {
 /// Runs a choice to its end.
 pub async fn run(policy: &Policy, plan: ChoicePlan) -> Result<ChoiceOutcome, ScoreError> {
     let Some(options) = plan.generate else {
-        let echo = if plan.echo {
+        let echo = if let Some(echoed) = plan.echoed {
+            Some(echoed)
+        } else if plan.echo {
             let options = ScoreOptions {
                 top_logprobs: plan.top_logprobs,
                 echo: true,

@@ -119,6 +119,7 @@ pub async fn plan_choices(
                 echo,
                 top_logprobs,
                 place: None,
+                echoed: None,
             });
         }
     }
