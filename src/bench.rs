@@ -132,6 +132,6 @@ pub fn run(
                 .push(bench::prompt_processing(&policy.model, &prepared)?);
         }
     }
-    engine.shutdown();
+    // `engine`, the guard, stops and joins the inference threads as this returns (on every path).
     Ok(report)
 }

@@ -16,7 +16,7 @@ use crate::request_policy::check_temperature;
 use crate::served::RemotePolicySettings;
 
 /// Default decode chunk (llama.cpp `n_batch` = `n_ubatch`). Part of the decode schedule, so it changes numbers.
-pub const DEFAULT_BATCH_SIZE: u32 = 512;
+pub const DEFAULT_DECODE_CHUNK: u32 = 512;
 
 /// A configuration error, always naming where the problem is (policy and field, or the file).
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +60,13 @@ pub struct ServerSection {
     pub queue_size: Option<usize>,
     /// Largest `items` list a single request may carry.
     pub max_batch_items: Option<usize>,
-    /// Decode chunk size in tokens; fixed per server so that numbers do not depend on load.
-    pub batch_size: Option<u32>,
+    /// Decode chunk in tokens; fixed per server so that numbers do not depend on load (`batch_size`, its
+    /// old name, is still read).
+    #[serde(alias = "batch_size")]
+    pub decode_chunk: Option<u32>,
     /// Inference threads (llama.cpp contexts) per model; CPU threads are divided between all of them.
     pub parallel: Option<usize>,
-    /// Byte budget per model for saved whole-prompt states (whole-prompt reuse); 0 turns it off.
+    /// Byte budget per model of the prefix cache (saved states of whole prompts); 0 turns it off.
     pub prefix_cache_bytes: Option<u64>,
     /// Largest request body in bytes.
     pub max_body_bytes: Option<usize>,
@@ -129,7 +131,8 @@ pub struct Config {
     pub threads: usize,
     pub queue_size: usize,
     pub max_batch_items: usize,
-    pub batch_size: u32,
+    /// Decode chunk in tokens (see [`ServerSection::decode_chunk`]).
+    pub decode_chunk: u32,
     pub parallel: usize,
     pub prefix_cache_bytes: u64,
     pub max_body_bytes: usize,
@@ -165,8 +168,8 @@ pub struct Config {
 /// Default largest request body: 256 items of 32 KB each.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 
-/// Default byte budget per model for saved prompt states.
-pub const DEFAULT_PREFIX_BYTES: u64 = 256 << 20;
+/// Default byte budget per model of the prefix cache.
+pub const DEFAULT_PREFIX_CACHE_BYTES: u64 = 256 << 20;
 
 /// Default byte budget of the response cache.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
@@ -206,8 +209,8 @@ impl Config {
             threads: self.threads,
             parallel: self.parallel,
             queue_size: self.queue_size,
-            chunk: self.batch_size,
-            prompt_cache_bytes: self.prefix_cache_bytes,
+            decode_chunk: self.decode_chunk,
+            prefix_cache_bytes: self.prefix_cache_bytes,
             mmap: self.mmap,
             cache: self.cache,
             policies: self.policies.clone(),
@@ -365,15 +368,15 @@ impl Config {
             threads: o.threads.or(file.threads).unwrap_or_else(default_threads),
             queue_size: o.queue_size.or(file.queue_size).unwrap_or(1024),
             max_batch_items: o.max_batch_items.or(file.max_batch_items).unwrap_or(256),
-            batch_size: o
-                .batch_size
-                .or(file.batch_size)
-                .unwrap_or(DEFAULT_BATCH_SIZE),
+            decode_chunk: o
+                .decode_chunk
+                .or(file.decode_chunk)
+                .unwrap_or(DEFAULT_DECODE_CHUNK),
             parallel: o.parallel.or(file.parallel).unwrap_or(1),
             prefix_cache_bytes: o
                 .prefix_cache_bytes
                 .or(file.prefix_cache_bytes)
-                .unwrap_or(DEFAULT_PREFIX_BYTES),
+                .unwrap_or(DEFAULT_PREFIX_CACHE_BYTES),
             max_body_bytes: o
                 .max_body_bytes
                 .or(file.max_body_bytes)
@@ -492,8 +495,8 @@ impl Config {
                  (http or https, no path)"
             )));
         }
-        if !(1..=65536).contains(&self.batch_size) {
-            return Err(err("server.batch_size must be between 1 and 65536"));
+        if !(1..=65536).contains(&self.decode_chunk) {
+            return Err(err("server.decode_chunk must be between 1 and 65536"));
         }
         // Policies that share a file share one loaded model, so load-time options must agree.
         for (i, a) in self.policies.iter().enumerate() {
@@ -543,8 +546,9 @@ enum Validated {
     Remote(Box<RemotePolicySettings>),
 }
 
-/// The providers a policy may name, as written in the file.
-const PROVIDERS: &str = "llama_cpp, fireworks, openai, llama_scorer";
+/// The provider of policies scored by this process's engine (also a policy without `provider`); every
+/// other provider is a remote one (see [`crate::remote::providers`]).
+const LOCAL_PROVIDER: &str = "llama_cpp";
 
 fn validate_policy(name: &str, e: PolicyEntry, base: &Path) -> Result<Validated, ConfigError> {
     let field = |f: &str, msg: String| policy_field(name, f, msg);
@@ -552,16 +556,16 @@ fn validate_policy(name: &str, e: PolicyEntry, base: &Path) -> Result<Validated,
         return Err(err("policies: a policy name may not be empty"));
     }
     let provider = match e.provider.as_deref() {
-        None | Some("llama_cpp") => None,
-        Some("fireworks") => Some(Provider::Fireworks),
-        Some("openai") => Some(Provider::Openai),
-        Some("llama_scorer") => Some(Provider::LlamaScorer),
-        Some(p) => {
-            return Err(field(
+        None | Some(LOCAL_PROVIDER) => None,
+        Some(p) => Some(Provider::named(p).ok_or_else(|| {
+            field(
                 "provider",
-                format!("unknown provider `{p}`; the providers are {PROVIDERS}"),
-            ));
-        }
+                format!(
+                    "unknown provider `{p}`; the providers are {LOCAL_PROVIDER}, {}",
+                    Provider::names()
+                ),
+            )
+        })?),
     };
     let temperature = e.temperature.unwrap_or(1.0);
     check_temperature(temperature).map_err(|m| field("temperature", m))?;
@@ -580,9 +584,10 @@ fn validate_policy(name: &str, e: PolicyEntry, base: &Path) -> Result<Validated,
     if let Some((f, _)) = remote_only.iter().find(|(_, set)| *set) {
         return Err(field(
             f,
-            "applies to remote providers only (fireworks, openai, llama_scorer); this policy is \
-             llama_cpp"
-                .into(),
+            format!(
+                "applies to remote providers only ({}); this policy is {LOCAL_PROVIDER}",
+                Provider::names()
+            ),
         ));
     }
     let raw = expand_home(&e.model).map_err(|m| field("model", m))?;
@@ -626,7 +631,7 @@ fn through_server(
 ) -> Result<RemotePolicySettings, ConfigError> {
     let temperature = entry.temperature.unwrap_or(1.0);
     check_temperature(temperature).map_err(|m| err(format!("policies.{name}.temperature: {m}")))?;
-    let mut remote = RemoteSettings::new(name, Provider::LlamaScorer, name);
+    let mut remote = RemoteSettings::new(name, Provider::llama_scorer(), name);
     remote.base_url = Some(through.url.clone());
     remote.api_key = through.api_key.clone().map(ApiKey::new);
     remote.max_concurrency = through.concurrency;
@@ -687,7 +692,7 @@ fn policy_field(name: &str, f: &str, msg: String) -> ConfigError {
 }
 
 /// Fields a remote policy cannot honour, refused rather than silently ignored: the context and layers are
-/// the upstream's, and a llama_scorer upstream renders messages with its own template and system prompt.
+/// the upstream's, and an upstream that renders messages does so with its own template and system prompt.
 fn reject_local_only_fields(
     name: &str,
     provider: Provider,
@@ -701,10 +706,10 @@ fn reject_local_only_fields(
         return Err(policy_field(
             name,
             f,
-            format!("applies to llama_cpp policies only; this policy is {provider}"),
+            format!("applies to {LOCAL_PROVIDER} policies only; this policy is {provider}"),
         ));
     }
-    if provider == Provider::LlamaScorer {
+    if provider.renders_messages() {
         for (f, set) in [
             ("chat_template", e.chat_template.is_some()),
             ("system_prompt", e.system_prompt.is_some()),
@@ -713,9 +718,10 @@ fn reject_local_only_fields(
                 return Err(policy_field(
                     name,
                     f,
-                    "a llama_scorer remote renders messages with its own policy's template and \
-                     system prompt; set it there"
-                        .into(),
+                    format!(
+                        "a {provider} remote renders messages with its own policy's template and \
+                         system prompt; set it there"
+                    ),
                 ));
             }
         }
@@ -730,15 +736,10 @@ fn remote_api_key(
     provider: Provider,
     api_key_env: Option<&str>,
 ) -> Result<Option<ApiKey>, ConfigError> {
-    let default_env = match provider {
-        Provider::Fireworks => Some("FIREWORKS_API_KEY"),
-        Provider::Openai => Some("OPENAI_API_KEY"),
-        Provider::LlamaScorer => None,
-    };
     let env_name = match api_key_env {
         Some("") => None,
         Some(n) => Some(n),
-        None => default_env,
+        None => provider.default_key_env(),
     };
     let Some(var) = env_name else {
         return Ok(None);
@@ -928,7 +929,7 @@ mod tests {
         let [p0, far] = &cfg.remote_policies[..] else {
             panic!("{:?}", cfg.remote_policies)
         };
-        assert_eq!(p0.remote.provider, Provider::Fireworks);
+        assert_eq!(p0.remote.provider, Provider::named("fireworks").unwrap());
         assert_eq!(
             p0.remote.resolved_base_url().unwrap(),
             crate::remote::FIREWORKS_BASE_URL
@@ -944,6 +945,21 @@ mod tests {
         );
         assert_eq!(far.remote.timeout, std::time::Duration::from_secs(9));
         assert_eq!((far.remote.max_retries, far.remote.max_concurrency), (1, 3));
+    }
+
+    #[test]
+    fn the_decode_chunk_reads_its_old_name_too() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_gguf(dir.path());
+        for key in ["decode_chunk", "batch_size"] {
+            let cfg = load(
+                dir.path(),
+                &format!("server: {{{key}: 16}}\npolicies:\n  p0: {{model: m.gguf}}\n"),
+            )
+            .unwrap();
+            assert_eq!(cfg.decode_chunk, 16, "{key}");
+            assert_eq!(cfg.engine_settings().decode_chunk, 16, "{key}");
+        }
     }
 
     #[test]

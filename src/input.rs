@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::engine::chat_template::ChatMessage;
+use crate::engine::ChatMessage;
 use crate::engine::{ItemInput, PromptInput, ResponseInput};
 
 /// Invalid input: the offending field's path (empty for the whole body) and what is wrong with it.

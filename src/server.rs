@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{AppState, HttpLimits, Starting, loading_router, router};
 use crate::config::Config;
-use crate::engine::{Engine, LoadProgress, StartupError};
+use crate::engine::{Engine, EngineGuard, LoadProgress, StartupError};
 use crate::listener::{self, ConnLimits, nofile};
 use crate::served::Policies;
 
@@ -23,7 +23,7 @@ pub struct Server {
     limits: HttpLimits,
     connections: ConnLimits,
     progress: LoadProgress,
-    loading: JoinHandle<Result<Engine, StartupError>>,
+    loading: JoinHandle<Result<EngineGuard, StartupError>>,
 }
 
 impl Server {
@@ -81,15 +81,15 @@ impl Server {
         );
         let mut serving = std::pin::pin!(serving);
         let engine = tokio::select! {
-            loaded = self.loading => Arc::new(loaded.context("engine start-up panicked")??),
+            loaded = self.loading => loaded.context("engine start-up panicked")??,
             // Shut down before the models were in: nothing to drain (the loading thread ends with the
             // process).
             () = &mut serving => return Ok(()),
         };
-        let state = match app_state(&self.cfg, &engine) {
+        let state = match app_state(&self.cfg, engine.shared()) {
             Ok(state) => state,
             Err(e) => {
-                shutdown_engine(engine).await?;
+                stop_engine(engine).await?;
                 return Err(e);
             }
         };
@@ -112,28 +112,29 @@ impl Server {
         };
         // Then the engine: what is left is cancelled and the inference threads are joined, so the process
         // exits only after every llama.cpp context is freed.
-        shutdown_engine(engine).await
+        stop_engine(engine).await
     }
 }
 
-/// Cancels what is left on the engine and joins its inference threads (off the async runtime).
-async fn shutdown_engine(engine: Arc<Engine>) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || engine.shutdown())
+/// Drops the engine's guard on a blocking thread: what is left is cancelled and the inference threads are
+/// joined there, off the async runtime (dropped anywhere else, the guard does the same on that thread).
+async fn stop_engine(engine: EngineGuard) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || drop(engine))
         .await
         .context("engine shutdown panicked")
 }
 
 /// What every handler reaches, once the engine is up: the policies over it (remote ones included).
-fn app_state(cfg: &Config, engine: &Arc<Engine>) -> anyhow::Result<Arc<AppState>> {
+fn app_state(cfg: &Config, engine: Arc<Engine>) -> anyhow::Result<Arc<AppState>> {
     let policies = Policies::new(
-        engine,
+        &engine,
         cfg.remote_policies.clone(),
         cfg.cache,
         &cfg.policy_order,
     )
     .map_err(anyhow::Error::msg)?;
     Ok(Arc::new(AppState {
-        engine: engine.clone(),
+        engine,
         policies: Arc::new(policies),
         request_timeout: Duration::from_secs(cfg.request_timeout_secs),
         max_batch_items: cfg.max_batch_items,

@@ -233,7 +233,6 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
         write_records(&mut out, records, &mut summary)?;
         if let Some(e) = stopped {
             bar.abandon();
-            engine.shutdown();
             bail!(
                 "stopped: {e}; the {} lines written so far are kept, and a rerun with the same \
                  --output resumes after them",
@@ -244,7 +243,8 @@ pub fn run(cfg: Config, args: ScoreArgs) -> anyhow::Result<ScoreSummary> {
         bar.set_message(format!("{} errors", summary.errors));
     }
     bar.finish();
-    engine.shutdown();
+    // The engine's guard stops and joins its threads when `run` returns, on every path.
+    drop(engine);
     if summary.written == 0 && summary.skipped == 0 && !raw.is_empty() {
         bail!("nothing was scored");
     }

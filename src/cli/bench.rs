@@ -18,8 +18,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     cpu: CpuThreads,
     /// Decode chunk in tokens [default: 512].
-    #[arg(long, short = 'b')]
-    batch_size: Option<u32>,
+    #[arg(long, short = 'b', visible_alias = "batch-size")]
+    decode_chunk: Option<u32>,
     /// Timed passes over the items.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -54,10 +54,10 @@ fn overrides(args: &BenchArgs) -> Overrides {
     Overrides {
         server: ServerSection {
             threads: args.cpu.threads,
-            batch_size: args.batch_size,
+            decode_chunk: args.decode_chunk,
             queue_size: Some(1 << 20),
-            // The baseline decodes every prompt, so the scoring path must too: no whole-prompt
-            // reuse across repeats (it flattered the comparison before).
+            // The baseline decodes every prompt, so the scoring path must too: no prefix cache
+            // across repeats (it flattered the comparison before).
             prefix_cache_bytes: Some(0),
             ..ServerSection::default()
         },

@@ -35,12 +35,12 @@ pub struct ServeArgs {
     #[arg(long)]
     max_batch_items: Option<usize>,
     /// Decode chunk in tokens (llama.cpp n_batch = n_ubatch); part of the numbers' definition [default: 512].
-    #[arg(long, short = 'b')]
-    batch_size: Option<u32>,
+    #[arg(long, short = 'b', visible_alias = "batch-size")]
+    decode_chunk: Option<u32>,
     /// Inference threads (contexts) per model; CPU threads are divided between them [default: 1].
     #[arg(long, short = 'p')]
     parallel: Option<usize>,
-    /// Byte budget per model for saved whole-prompt states (whole-prompt reuse); 0 turns it off [default: 256 MiB].
+    /// Byte budget per model of the prefix cache (saved states of whole prompts); 0 turns it off [default: 256 MiB].
     #[arg(long)]
     prefix_cache_bytes: Option<u64>,
     /// Byte budget of the response cache; 0 turns it off [default: 256 MiB].
@@ -132,7 +132,7 @@ fn overrides(args: &ServeArgs) -> Overrides {
             threads: args.threads,
             queue_size: args.queue_size,
             max_batch_items: args.max_batch_items,
-            batch_size: args.batch_size,
+            decode_chunk: args.decode_chunk,
             max_body_bytes: args.max_body_bytes,
             parallel: args.parallel,
             prefix_cache_bytes: args.prefix_cache_bytes,
@@ -183,6 +183,26 @@ mod tests {
     }
 
     #[test]
+    fn the_decode_chunk_flag_keeps_its_old_spellings() {
+        use clap::Parser;
+        for flag in ["--decode-chunk", "--batch-size", "-b"] {
+            let cli = crate::cli::Cli::try_parse_from([
+                "llama-scorer",
+                "serve",
+                "--model",
+                "m.gguf",
+                flag,
+                "16",
+            ])
+            .unwrap_or_else(|e| panic!("{flag}: {e}"));
+            let crate::cli::Command::Serve(args) = cli.command else {
+                panic!("{flag}: not serve")
+            };
+            assert_eq!(args.decode_chunk, Some(16), "{flag}");
+        }
+    }
+
+    #[test]
     fn help_states_the_configs_defaults() {
         let help = crate::cli::Cli::command()
             .find_subcommand_mut("serve")
@@ -196,7 +216,7 @@ mod tests {
             ("--port", cfg.port.to_string()),
             ("--queue-size", cfg.queue_size.to_string()),
             ("--max-batch-items", cfg.max_batch_items.to_string()),
-            ("--batch-size", cfg.batch_size.to_string()),
+            ("--decode-chunk", cfg.decode_chunk.to_string()),
             ("--parallel", cfg.parallel.to_string()),
             ("--prefix-cache-bytes", mib(cfg.prefix_cache_bytes)),
             ("--cache-bytes", mib(cfg.cache.max_bytes)),

@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use llama_cpp_2::llama_batch::LlamaBatch;
 
+use super::error::ScoreError;
 use super::model::LoadedModel;
 use super::schedule::{create_context, decode_sequence, logit_positions};
-use super::types::{PreparedItem, ScoreError};
+use super::types::PreparedItem;
 
 /// Decodes every item once on a fresh context with the model's own settings; returns the seconds taken.
 pub fn decode_only(
@@ -19,7 +20,7 @@ pub fn decode_only(
 }
 
 /// llama-bench's prompt processing on the same tokens: each whole sequence (prompt and response) decoded
-/// as one prompt, in the model's chunk size, with a logit at its last position only. The engine's plain
+/// as one prompt, in the model's decode chunk, with a logit at its last position only. The engine's plain
 /// rate, against which the scoring path (logits at every response position) is measured on a GPU.
 pub fn prompt_processing(model: &LoadedModel, items: &[PreparedItem]) -> Result<f64, ScoreError> {
     let whole: Vec<PreparedItem> = items
@@ -45,14 +46,14 @@ fn time_decodes<'a>(
 ) -> Result<f64, ScoreError> {
     let settings = model.context_settings;
     let mut ctx = create_context(&model.llama, settings).map_err(ScoreError::Internal)?;
-    let mut batch = LlamaBatch::new(settings.chunk as usize, 1);
+    let mut batch = LlamaBatch::new(settings.decode_chunk as usize, 1);
     let started = Instant::now();
     let mut checksum = 0f32;
     for (item, wanted) in work {
         decode_sequence(
             &mut ctx,
             &mut batch,
-            settings.chunk as usize,
+            settings.decode_chunk as usize,
             item,
             wanted,
             || false,

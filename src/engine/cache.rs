@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::error::ScoreError;
 use super::schedule::JobOptions;
-use super::types::{ItemScore, PreparedItem, ScoreError};
+use super::types::{ItemScore, PreparedItem};
 use super::vocab::TokenId;
 
 /// Identity of a loaded model file (and of the decode settings that shape its numbers).
@@ -21,12 +22,12 @@ pub struct ModelIdentity {
     pub size: u64,
     pub modified_ns: u128,
     pub inode: u64,
-    pub chunk: u32,
+    pub decode_chunk: u32,
 }
 
 impl ModelIdentity {
     /// Reads the identity of the file at `path` (already canonical) for a given decode chunk size.
-    pub fn of(path: &std::path::Path, chunk: u32) -> std::io::Result<ModelIdentity> {
+    pub fn of(path: &std::path::Path, decode_chunk: u32) -> std::io::Result<ModelIdentity> {
         let meta = std::fs::metadata(path)?;
         #[cfg(unix)]
         let inode = std::os::unix::fs::MetadataExt::ino(&meta);
@@ -41,7 +42,7 @@ impl ModelIdentity {
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos()),
             inode,
-            chunk,
+            decode_chunk,
         })
     }
 }

@@ -10,16 +10,8 @@ use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, Error, ErrorKind, syntax::SyntaxConfig};
 use serde::Serialize;
 
-use super::types::ScoreError;
-
-/// One chat message: `role` and text `content`, plus the optional `name` some templates read.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
+use super::error::ScoreError;
+use super::types::ChatMessage;
 
 /// A compiled chat template with the BOS/EOS strings it is rendered with.
 pub struct ChatTemplate {

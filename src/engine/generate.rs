@@ -8,10 +8,11 @@ use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use rayon::prelude::*;
 use tokio::sync::mpsc;
 
+use super::error::ScoreError;
 use super::logsoftmax::Temperature;
 use super::schedule::{Session, decode_sequence};
 use super::scoring::score_row;
-use super::types::{PreparedItem, ScoreError, TokenScore};
+use super::types::{PreparedItem, TokenScore};
 use super::vocab::TokenId;
 use std::sync::Arc;
 
@@ -160,7 +161,7 @@ pub fn run(session: &mut Session<'_, '_>, job: &GenerateJob) -> Result<(), Score
     decode_sequence(
         session.ctx,
         session.batch,
-        session.chunk,
+        session.decode_chunk,
         item,
         wanted,
         || job.events.is_closed(),

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cache;
 pub mod chat_template;
 pub mod digest_cache;
+mod error;
 pub mod fingerprint;
 pub mod generate;
 pub mod load;
@@ -22,9 +23,11 @@ pub mod vocab;
 mod worker;
 
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::Arc;
 
 pub use backend::{DeviceInfo, Devices, devices, set_backends_dir, set_cpu_variant};
+pub use error::ScoreError;
 pub use model::{LoadedModel, ModelInfo, QueuePlace, Scored};
 pub use policy::Policy;
 pub use progress::{FileProgress, FileState, LOAD_HOLD_ENV, LoadProgress};
@@ -37,7 +40,8 @@ pub use worker::{HOLD_ENV, PANIC_ENV};
 #[error("{0}")]
 pub struct StartupError(pub String);
 
-/// All loaded models and the policies over them.
+/// All loaded models and the policies over them. Whatever scores shares it (`Arc<Engine>`); one
+/// [`EngineGuard`] owns its inference threads.
 pub struct Engine {
     policies: Vec<Arc<Policy>>,
     by_name: HashMap<String, usize>,
@@ -48,7 +52,7 @@ pub struct Engine {
 impl Engine {
     /// Loads every model file once (policies naming the same file share it), starts the inference
     /// threads, and compiles each policy's chat template. Blocks until all contexts exist.
-    pub fn start(cfg: &EngineSettings) -> Result<Engine, StartupError> {
+    pub fn start(cfg: &EngineSettings) -> Result<EngineGuard, StartupError> {
         Engine::start_reporting(cfg, &LoadProgress::default())
     }
 
@@ -58,7 +62,7 @@ impl Engine {
     pub fn start_reporting(
         cfg: &EngineSettings,
         progress: &LoadProgress,
-    ) -> Result<Engine, StartupError> {
+    ) -> Result<EngineGuard, StartupError> {
         backend::backend().map_err(StartupError)?;
         // One entry per distinct file, in the order policies first name them.
         let mut files: Vec<&std::path::Path> = Vec::new();
@@ -93,9 +97,9 @@ impl Engine {
                     capacity: cfg.queue_size,
                     workers: cfg.parallel,
                     threads_per_worker,
-                    chunk: cfg.chunk,
+                    decode_chunk: cfg.decode_chunk,
                     cache: cache.clone(),
-                    prefix_bytes: cfg.prompt_cache_bytes,
+                    prefix_cache_bytes: cfg.prefix_cache_bytes,
                 },
             )
             .inspect(|_| progress.end(path, true))
@@ -121,12 +125,12 @@ impl Engine {
             by_name.insert(p.name.clone(), policies.len());
             policies.push(Arc::new(policy));
         }
-        Ok(Engine {
+        Ok(EngineGuard(Arc::new(Engine {
             policies,
             by_name,
             models,
             cache,
-        })
+        })))
     }
 
     /// The policy a request names, if it exists.
@@ -147,8 +151,9 @@ impl Engine {
         }
     }
 
-    /// Stops every model's inference threads and waits for them (see [`LoadedModel::shutdown`]).
-    pub fn shutdown(&self) {
+    /// Stops every model's inference threads and waits for them (see [`LoadedModel::shutdown`]); only
+    /// the [`EngineGuard`] calls it, when it is dropped.
+    fn shutdown(&self) {
         for model in &self.models {
             model.shutdown();
         }
@@ -158,5 +163,34 @@ impl Engine {
     /// All loaded models (one per distinct GGUF file).
     pub fn models(&self) -> &[Arc<LoadedModel>] {
         &self.models
+    }
+}
+
+/// The owner of a started [`Engine`]: dropping it stops every model's inference threads and waits for
+/// them (queued work is refused, a job being computed stops at its next decode, each thread frees its
+/// llama.cpp context), whoever else still holds the engine and however the owner's scope ends — an early
+/// `?` included. It dereferences to the engine; [`EngineGuard::shared`] hands out the handle that request
+/// handlers keep. Dropping it blocks until the threads are joined: an async caller drops it on a blocking
+/// thread (`tokio::task::spawn_blocking(move || drop(guard))`).
+pub struct EngineGuard(Arc<Engine>);
+
+impl EngineGuard {
+    /// A shared handle to the engine (it stops working, with 503s, once this guard is dropped).
+    pub fn shared(&self) -> Arc<Engine> {
+        self.0.clone()
+    }
+}
+
+impl Deref for EngineGuard {
+    type Target = Engine;
+
+    fn deref(&self) -> &Engine {
+        &self.0
+    }
+}
+
+impl Drop for EngineGuard {
+    fn drop(&mut self) {
+        self.0.shutdown();
     }
 }

@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
-use super::chat_template::{ChatMessage, ChatTemplate, render_policy_prompt};
+use super::chat_template::{ChatTemplate, render_policy_prompt};
+use super::error::ScoreError;
 use super::generate::{GenEvent, GenerateOptions};
 use super::model::{LoadedModel, QueuePlace, Scored};
 use super::schedule::JobOptions;
 use super::settings::{PolicySettings, default_n_ctx};
-use super::types::{ItemInput, PreparedItem, PromptInput, ResponseInput, ScoreError, ScoreOptions};
+use super::types::{
+    ChatMessage, ItemInput, PreparedItem, PromptInput, ResponseInput, ScoreOptions,
+};
 use super::vocab::{TokenId, Vocabulary};
 
 /// A configured policy bound to its (shared) loaded model.

@@ -1,5 +1,5 @@
-//! Whole-prompt reuse (called "prefix reuse" in the config's `prefix_cache_bytes`): a prompt's KV state and
-//! its last logits row, kept after the prompt is decoded, so that further responses to the *same whole
+//! The prefix cache (sized by `prefix_cache_bytes`; its counters are `/ready`'s `prefix_reuse`): a prompt's KV
+//! state and its last logits row, kept after the prompt is decoded, so that further responses to the *same whole
 //! prompt* (in one batch or across requests) skip the prompt's decode. A prompt that merely starts with a
 //! saved one does not match: the store is keyed by the exact prompt tokens.
 //!

@@ -1,7 +1,7 @@
 //! The fixed decode schedule, shared by scoring, generation, the response cache's key and the benchmark.
 //!
 //! A sequence is decoded as a function of itself alone: the context's memory cleared, the prompt in
-//! `chunk`-token decodes from position 0, then the response in `chunk`-token decodes from the prompt's end.
+//! `decode_chunk`-token decodes from position 0, then the response in `decode_chunk`-token decodes from the prompt's end.
 //! So the numbers for an item never depend on what else is queued, which thread runs it, or how busy the
 //! server is. Logits are requested only at positions whose next token is scored.
 
@@ -14,16 +14,9 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
 use super::backend::backend;
-use super::types::{PreparedItem, ScoreError};
+use super::error::ScoreError;
+use super::types::{PreparedItem, RowOptions};
 use super::vocab::{TokenId, Vocabulary};
-
-/// Which rows a scoring job reads and how much of each it reports: the part of a job's options that the
-/// decode and the top-k share, whatever temperatures the rows are then reported at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RowOptions {
-    pub echo: bool,
-    pub top_logprobs: usize,
-}
 
 /// What one scored result asks for beyond the tokens: with the tokens and the context settings, everything
 /// that shapes its numbers (and so the response cache's key).
@@ -39,7 +32,7 @@ pub struct ContextSettings {
     /// Context size in tokens.
     pub n_ctx: u32,
     /// Decode chunk in tokens (llama.cpp `n_batch` = `n_ubatch`): part of the schedule.
-    pub chunk: u32,
+    pub decode_chunk: u32,
     /// CPU threads of this context's decodes.
     pub threads: i32,
 }
@@ -54,8 +47,8 @@ pub fn create_context(
 ) -> Result<LlamaContext<'_>, String> {
     let params = LlamaContextParams::default()
         .with_n_ctx(std::num::NonZeroU32::new(settings.n_ctx))
-        .with_n_batch(settings.chunk)
-        .with_n_ubatch(settings.chunk)
+        .with_n_batch(settings.decode_chunk)
+        .with_n_ubatch(settings.decode_chunk)
         .with_n_seq_max(1)
         .with_n_threads(settings.threads)
         .with_n_threads_batch(settings.threads);
@@ -70,7 +63,7 @@ pub fn create_context(
 pub struct Session<'a, 'm> {
     pub ctx: &'a mut LlamaContext<'m>,
     pub batch: &'a mut LlamaBatch<'static>,
-    pub chunk: usize,
+    pub decode_chunk: usize,
     pub n_ctx: usize,
     pub vocab: &'a Vocabulary,
 }
@@ -83,14 +76,14 @@ pub fn logit_positions(item: &PreparedItem, echo: bool) -> std::ops::Range<usize
     first..end.max(first)
 }
 
-/// Runs the fixed decode schedule of one sequence: memory cleared, then the prompt in `chunk`-token
-/// decodes from position 0, then the response in `chunk`-token decodes from the prompt's end, with
+/// Runs the fixed decode schedule of one sequence: memory cleared, then the prompt in `decode_chunk`-token
+/// decodes from position 0, then the response in `decode_chunk`-token decodes from the prompt's end, with
 /// logits requested only at `wanted` positions. After each decode, `on_rows` gets the context and the
 /// (position, batch index) of each row with logits; `stop` is asked before each decode.
 pub fn decode_sequence<'m>(
     ctx: &mut LlamaContext<'m>,
     batch: &mut LlamaBatch<'_>,
-    chunk: usize,
+    decode_chunk: usize,
     item: &PreparedItem,
     wanted: std::ops::Range<usize>,
     mut stop: impl FnMut() -> bool,
@@ -105,7 +98,7 @@ pub fn decode_sequence<'m>(
         decode_segment(
             ctx,
             batch,
-            chunk,
+            decode_chunk,
             &item.tokens,
             segment,
             &wanted,
@@ -116,25 +109,25 @@ pub fn decode_sequence<'m>(
     Ok(())
 }
 
-/// Decodes `tokens[segment]` in `chunk`-token decodes from the segment's start (one part of the fixed
+/// Decodes `tokens[segment]` in `decode_chunk`-token decodes from the segment's start (one part of the fixed
 /// schedule), with logits at the `wanted` positions; see [`decode_sequence`].
 #[allow(clippy::too_many_arguments)]
 pub fn decode_segment<'m>(
     ctx: &mut LlamaContext<'m>,
     batch: &mut LlamaBatch<'_>,
-    chunk: usize,
+    decode_chunk: usize,
     tokens: &[TokenId],
     segment: std::ops::Range<usize>,
     wanted: &std::ops::Range<usize>,
     stop: &mut impl FnMut() -> bool,
     on_rows: &mut impl FnMut(&LlamaContext<'m>, &[(usize, i32)]) -> Result<(), ScoreError>,
 ) -> Result<(), ScoreError> {
-    let mut rows = Vec::with_capacity(chunk);
-    for start in segment.clone().step_by(chunk) {
+    let mut rows = Vec::with_capacity(decode_chunk);
+    for start in segment.clone().step_by(decode_chunk) {
         if stop() {
             return Err(ScoreError::Unavailable("the client went away".into()));
         }
-        let end = (start + chunk).min(segment.end);
+        let end = (start + decode_chunk).min(segment.end);
         batch.clear();
         rows.clear();
         for (q, &token) in (start..end).zip(&tokens[start..end]) {

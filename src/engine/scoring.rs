@@ -1,5 +1,5 @@
-//! Scoring one sequence on an inference thread: the fixed schedule (see [`super::schedule`]) with whole-prompt
-//! reuse when a saved prompt state exists, and the log-softmax of each wanted row at every temperature asked
+//! Scoring one sequence on an inference thread: the fixed schedule (see [`super::schedule`]) with the prefix
+//! cache's saved prompt state when there is one, and the log-softmax of each wanted row at every temperature asked
 //! (policies that share a model and a rendered prompt share the decode; only the log-softmax is per
 //! temperature, the same function on the same row as a job of its own, so the bits are the same).
 
@@ -7,10 +7,11 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::session::LlamaStateSeqFlags;
 use rayon::prelude::*;
 
+use super::error::ScoreError;
 use super::logsoftmax::{self, Temperature};
 use super::prefix::{MIN_PREFIX_TOKENS, PrefixState, PrefixStore};
-use super::schedule::{RowOptions, Session, decode_segment, decode_sequence, logit_positions};
-use super::types::{ItemScore, PreparedItem, ScoreError, TokenScore, TopEntry};
+use super::schedule::{Session, decode_segment, decode_sequence, logit_positions};
+use super::types::{ItemScore, PreparedItem, RowOptions, TokenScore, TopEntry};
 use super::vocab::TokenId;
 
 /// Scores one prepared item at each of `temperatures` (one result per temperature, in order) from one
@@ -33,7 +34,7 @@ pub fn score_sequence(
     };
     // Per position, the row's score at each temperature.
     let mut scores: Vec<Vec<TokenScore>> = Vec::with_capacity(wanted.len());
-    // Whole-prompt reuse applies when only the prompt's last row is needed (no echo).
+    // The prefix cache applies when only the prompt's last row is needed (no echo).
     let store = prefixes.filter(|_| !options.echo && !wanted.is_empty() && p >= MIN_PREFIX_TOKENS);
     let saved = store.and_then(|s| s.get(&item.tokens[..p]));
     if let Some(saved) = &saved {
@@ -49,9 +50,9 @@ pub fn score_sequence(
         Ok(())
     };
     let mut stop = || stopped();
-    let (ctx, batch, chunk) = (&mut *session.ctx, &mut *session.batch, session.chunk);
+    let (ctx, batch, decode_chunk) = (&mut *session.ctx, &mut *session.batch, session.decode_chunk);
     match store {
-        None => decode_sequence(ctx, batch, chunk, item, wanted, stop, on_rows)?,
+        None => decode_sequence(ctx, batch, decode_chunk, item, wanted, stop, on_rows)?,
         Some(store) => {
             if saved.is_none() {
                 // Decode the prompt alone (the schedule's first part) and save it for the next response.
@@ -60,21 +61,24 @@ pub fn score_sequence(
                 decode_segment(
                     ctx,
                     batch,
-                    chunk,
+                    decode_chunk,
                     &item.tokens,
                     prompt,
                     &wanted,
                     &mut stop,
                     &mut on_rows,
                 )?;
-                store.insert(&item.tokens[..p], saved_prompt(ctx, (p - 1) % chunk)?);
+                store.insert(
+                    &item.tokens[..p],
+                    saved_prompt(ctx, (p - 1) % decode_chunk)?,
+                );
             }
             // The response after the restored or just-saved prompt (the prompt's last row, position p - 1,
             // is outside this segment, so `wanted` asks only for response rows here).
             decode_segment(
                 ctx,
                 batch,
-                chunk,
+                decode_chunk,
                 &item.tokens,
                 p..n,
                 &wanted,

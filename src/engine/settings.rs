@@ -40,9 +40,9 @@ pub struct EngineSettings {
     /// Items that may wait in one model's queue.
     pub queue_size: usize,
     /// Decode chunk size in tokens (part of the decode schedule, so it changes numbers).
-    pub chunk: u32,
-    /// Byte budget per model for saved prompt states; 0 turns whole-prompt reuse off.
-    pub prompt_cache_bytes: u64,
+    pub decode_chunk: u32,
+    /// Byte budget per model of the prefix cache (see [`super::prefix`]); 0 turns it off.
+    pub prefix_cache_bytes: u64,
     /// Map model files into memory (llama.cpp's default) rather than read them into it.
     pub mmap: bool,
     /// The response cache.

@@ -8,12 +8,13 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
+use super::error::ScoreError;
 use super::generate::{self, GenEvent, GenerateJob};
 use super::load::{Busy, Load};
 use super::prefix::PrefixStore;
-use super::schedule::{ContextSettings, RowOptions, Session, create_context};
+use super::schedule::{ContextSettings, Session, create_context};
 use super::scoring::score_sequence;
-use super::types::{ItemScore, PreparedItem, ScoreError, StageTimes};
+use super::types::{ItemScore, PreparedItem, RowOptions, StageTimes};
 use super::vocab::Vocabulary;
 
 /// One unit of work waiting for an inference thread.
@@ -114,7 +115,7 @@ pub fn run(
             return;
         }
     };
-    let mut batch: LlamaBatch<'static> = LlamaBatch::new(shared.settings.chunk as usize, 1);
+    let mut batch: LlamaBatch<'static> = LlamaBatch::new(shared.settings.decode_chunk as usize, 1);
     let hold = std::env::var_os(HOLD_ENV).map(std::path::PathBuf::from);
     let panic_marker = std::env::var(PANIC_ENV).ok();
     let panic_marker = panic_marker.as_deref();
@@ -145,7 +146,7 @@ pub fn run(
         let mut session = Session {
             ctx: &mut ctx,
             batch: &mut batch,
-            chunk: shared.settings.chunk as usize,
+            decode_chunk: shared.settings.decode_chunk as usize,
             n_ctx: shared.settings.n_ctx as usize,
             vocab: &shared.vocab,
         };
@@ -193,7 +194,7 @@ pub fn run(
                     return;
                 }
             };
-            batch = LlamaBatch::new(shared.settings.chunk as usize, 1);
+            batch = LlamaBatch::new(shared.settings.decode_chunk as usize, 1);
         }
     }
 }

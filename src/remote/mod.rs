@@ -6,9 +6,10 @@
 mod affinity;
 mod boundary;
 mod cache;
+mod completions;
 mod error;
-mod fireworks;
 mod native;
+pub mod providers;
 mod retry;
 mod settings;
 mod status;
@@ -19,16 +20,15 @@ use std::time::{Duration, Instant};
 pub use affinity::{AFFINITY_HEADER, affinity_key};
 pub use cache::RemoteCache;
 pub use error::RemoteError;
-pub use settings::{
-    ApiKey, DEFAULT_MAX_ANSWER_BYTES, FIREWORKS_BASE_URL, Provider, RemoteSettings,
-};
+pub use providers::{FIREWORKS_BASE_URL, Provider, RemoteProvider};
+pub use retry::Caller;
+pub use settings::{ApiKey, DEFAULT_MAX_ANSWER_BYTES, RemoteSettings};
 pub use status::{RemoteFailure, RemoteStatus};
 
 use serde_json::Value;
 
 use crate::engine::{ItemInput, ScoreOptions};
 use crate::report::ItemReport;
-use retry::Caller;
 use status::Stats;
 
 /// What to score remotely: the items and the options that apply to all of them (the same types the
@@ -157,12 +157,11 @@ impl RemoteScorer {
             settings: &self.settings,
             slots: &self.slots,
         };
-        let result = match self.settings.provider {
-            Provider::LlamaScorer => native::score(&caller, &self.base_url, req, deadline).await,
-            Provider::Fireworks | Provider::Openai => {
-                fireworks::score(&caller, &self.base_url, req, deadline).await
-            }
-        };
+        let result = self
+            .settings
+            .provider
+            .score(&caller, &self.base_url, req, deadline)
+            .await;
         self.stats.record(&self.settings.name, &result);
         result
     }
@@ -177,10 +176,7 @@ impl RemoteScorer {
         deadline: Instant,
     ) -> Result<Value, RemoteError> {
         body["model"] = Value::String(self.settings.model.clone());
-        let url = match self.settings.provider {
-            Provider::LlamaScorer => format!("{}/v1/{endpoint}", self.base_url),
-            Provider::Fireworks | Provider::Openai => format!("{}/{endpoint}", self.base_url),
-        };
+        let url = self.settings.provider.forward_url(&self.base_url, endpoint);
         let caller = Caller {
             client: &self.client,
             settings: &self.settings,

@@ -1,4 +1,4 @@
-//! The `llama_scorer` provider: the native `POST {base_url}/v1/logprobs` of another llama-scorer, with
+//! The native protocol (the `llama_scorer` provider): `POST {base_url}/v1/logprobs` of another llama-scorer, with
 //! the remote policy's model name; its numbers are passed on bit for bit (JSON floats round-trip) and
 //! each item's object is kept verbatim.
 
@@ -197,7 +197,7 @@ fn count(v: &Value, key: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::chat_template::ChatMessage;
+    use crate::engine::ChatMessage;
 
     #[test]
     fn items_go_out_in_the_native_form() {

@@ -29,11 +29,12 @@ enum Attempt {
     Final(RemoteError),
 }
 
-/// Everything a call needs from its scorer.
-pub(crate) struct Caller<'a> {
-    pub client: &'a reqwest::Client,
+/// Everything an upstream call needs from its scorer: the connection pool, the policy's settings and its
+/// concurrency limit. A provider's scoring call posts through it.
+pub struct Caller<'a> {
+    pub(crate) client: &'a reqwest::Client,
     pub settings: &'a RemoteSettings,
-    pub slots: &'a tokio::sync::Semaphore,
+    pub(crate) slots: &'a tokio::sync::Semaphore,
 }
 
 impl Caller<'_> {

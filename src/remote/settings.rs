@@ -6,37 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Fireworks' public inference base URL, the `fireworks` provider's default.
-pub const FIREWORKS_BASE_URL: &str = "https://api.fireworks.ai/inference/v1";
-
-/// The wire protocol a remote policy is scored through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Provider {
-    /// Another llama-scorer: the native `POST {base_url}/v1/logprobs`, numbers passed through bit for bit.
-    LlamaScorer,
-    /// Fireworks' completions API (`echo` + `logprobs`, `max_tokens: 0`).
-    Fireworks,
-    /// Any OpenAI-compatible completions API with echo + legacy logprobs (llama.cpp server, vLLM, ...).
-    Openai,
-}
-
-impl Provider {
-    /// The name used in configuration, metrics and messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::LlamaScorer => "llama_scorer",
-            Provider::Fireworks => "fireworks",
-            Provider::Openai => "openai",
-        }
-    }
-}
-
-impl fmt::Display for Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use super::providers::Provider;
 
 /// An API key. Its `Debug` and `Display` never show it, so it cannot leak through logs, errors or
 /// `/ready`; only [`ApiKey::expose`] gives it out, for the `Authorization` header.
@@ -75,7 +45,7 @@ pub struct RemoteSettings {
     pub name: String,
     pub provider: Provider,
     /// API root without a trailing slash, e.g. `http://host:8080` (llama_scorer) or
-    /// `http://host:8080/v1` (openai); `None` = the provider's default (only Fireworks has one).
+    /// `http://host:8080/v1` (openai); `None` = the provider's default, where it has one.
     pub base_url: Option<String>,
     /// The model name sent upstream.
     pub model: String,
@@ -114,10 +84,12 @@ impl RemoteSettings {
 
     /// The API root to call, or why there is none.
     pub fn resolved_base_url(&self) -> Result<String, String> {
-        let url = match (&self.base_url, self.provider) {
+        let url = match (&self.base_url, self.provider.default_base_url()) {
             (Some(u), _) => u.trim_end_matches('/').to_string(),
-            (None, Provider::Fireworks) => FIREWORKS_BASE_URL.to_string(),
-            (None, p) => return Err(format!("provider `{p}` needs a `base_url`")),
+            (None, Some(default)) => default.to_string(),
+            (None, None) => {
+                return Err(format!("provider `{}` needs a `base_url`", self.provider));
+            }
         };
         let Some(rest) = url
             .strip_prefix("http://")
@@ -163,10 +135,15 @@ impl RemoteSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::FIREWORKS_BASE_URL;
+
+    fn provider(name: &str) -> Provider {
+        Provider::named(name).expect("a registered provider")
+    }
 
     #[test]
     fn the_key_never_prints() {
-        let mut s = RemoteSettings::new("fw", Provider::Fireworks, "m");
+        let mut s = RemoteSettings::new("fw", provider("fireworks"), "m");
         s.api_key = Some(ApiKey::new("sk-very-secret"));
         let shown = format!("{s:?} {}", s.api_key.as_ref().unwrap());
         assert!(!shown.contains("sk-very-secret"), "{shown}");
@@ -175,11 +152,11 @@ mod tests {
 
     #[test]
     fn base_urls_resolve_or_are_refused() {
-        let fw = RemoteSettings::new("fw", Provider::Fireworks, "m");
+        let fw = RemoteSettings::new("fw", provider("fireworks"), "m");
         assert_eq!(fw.resolved_base_url().unwrap(), FIREWORKS_BASE_URL);
-        let oa = RemoteSettings::new("oa", Provider::Openai, "m");
+        let oa = RemoteSettings::new("oa", provider("openai"), "m");
         assert!(oa.validate().unwrap_err().contains("base_url"));
-        let mut ls = RemoteSettings::new("ls", Provider::LlamaScorer, "m");
+        let mut ls = RemoteSettings::new("ls", provider("llama_scorer"), "m");
         ls.base_url = Some("http://h:1/".into());
         assert_eq!(ls.resolved_base_url().unwrap(), "http://h:1");
         ls.base_url = Some("h:1".into());

@@ -91,7 +91,7 @@ impl Stats {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         RemoteStatus {
             name: settings.name.clone(),
-            provider: settings.provider.as_str(),
+            provider: settings.provider.name(),
             base_url: without_userinfo(base_url),
             model: settings.model.clone(),
             last_success: inner.0,

@@ -2,6 +2,7 @@
 //! server's API) — behind one interface, so the HTTP handlers and the batch command score through it
 //! without branching on where a policy runs. Free of HTTP-framework types.
 
+pub mod completion;
 mod prepare;
 mod remote_policy;
 mod together;

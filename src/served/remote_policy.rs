@@ -24,10 +24,11 @@ pub struct RemotePolicySettings {
     pub temperature: f64,
     /// Default `seed` of generation requests forwarded through the compatibility endpoints.
     pub seed: Option<u64>,
-    /// Prepended as a system message when `messages` are rendered here (completions providers only).
+    /// Prepended as a system message when `messages` are rendered here (providers whose upstream does not
+    /// render them, see [`crate::remote::RemoteProvider::renders_messages`]).
     pub system_prompt: Option<String>,
-    /// Jinja chat template for `messages` (completions providers only; a `llama_scorer` remote renders
-    /// with its own policy's template).
+    /// Jinja chat template for `messages` (the same providers only; one that renders messages itself uses
+    /// its own policy's template).
     pub chat_template: Option<String>,
 }
 
@@ -70,10 +71,10 @@ impl RemotePolicy {
         self.scorer.settings().provider
     }
 
-    /// Whether `messages` prompts can be scored: a `llama_scorer` remote renders them itself; a completions
-    /// provider needs this policy's `chat_template`.
+    /// Whether `messages` prompts can be scored: a provider whose upstream renders them does; any other
+    /// needs this policy's `chat_template`.
     pub fn supports_chat(&self) -> bool {
-        self.provider() == Provider::LlamaScorer || self.template.is_some()
+        self.provider().renders_messages() || self.template.is_some()
     }
 
     /// Health for `/ready`.
@@ -81,7 +82,7 @@ impl RemotePolicy {
         self.scorer.status()
     }
 
-    /// Scores `items` upstream (messages rendered here for completions providers); errors name items by
+    /// Scores `items` upstream (messages rendered here unless the upstream renders them); errors name items by
     /// their index in `items` (`items[i]…`).
     pub async fn score(
         &self,
@@ -89,7 +90,7 @@ impl RemotePolicy {
         options: &ScoreOptions,
         deadline: Instant,
     ) -> Result<Vec<ItemReport>, RemoteError> {
-        let items = if self.provider() == Provider::LlamaScorer {
+        let items = if self.provider().renders_messages() {
             items
         } else {
             items

@@ -19,6 +19,7 @@ mod hardening;
 mod harness_clients;
 mod identities;
 mod layers;
+mod lifetime;
 mod model_files;
 mod openapi;
 mod origin;

@@ -99,6 +99,11 @@ fn fireworks_error(message: &str) -> Value {
     json!({"error": {"object": "error", "type": "invalid_request_error", "message": message}})
 }
 
+/// The registered provider called `name`.
+fn named(name: &str) -> Provider {
+    Provider::named(name).expect("a registered provider")
+}
+
 fn settings(provider: Provider, base: &str) -> RemoteSettings {
     let mut s = RemoteSettings::new("remote-test", provider, "accounts/fireworks/models/test");
     s.base_url = Some(base.to_string());
@@ -146,7 +151,7 @@ async fn score_hello(s: RemoteSettings, within: Duration) -> Result<RemoteScored
 #[tokio::test]
 async fn a_straddling_token_is_a_token_boundary_error_naming_it() {
     let up = Upstream::start(Duration::ZERO, script(|_, _, _| hello())).await;
-    let scorer = RemoteScorer::new(settings(Provider::Fireworks, &up.base)).unwrap();
+    let scorer = RemoteScorer::new(settings(named("fireworks"), &up.base)).unwrap();
     let far = Instant::now() + Duration::from_secs(10);
     let e = scorer
         .score(&request(vec![text_item("Hello wor", "ld")], 0), far)
@@ -189,7 +194,7 @@ async fn the_request_carries_the_key_model_and_echo_recipe() {
         }),
     )
     .await;
-    let scorer = RemoteScorer::new(settings(Provider::Openai, &up.base)).unwrap();
+    let scorer = RemoteScorer::new(settings(named("openai"), &up.base)).unwrap();
     let r = scorer
         .score(
             &request(vec![text_item("Hello", " world")], 2),
@@ -213,7 +218,7 @@ async fn retry_after_is_honoured_then_success() {
     .await;
     let t0 = Instant::now();
     let r = score_hello(
-        settings(Provider::Fireworks, &up.base),
+        settings(named("fireworks"), &up.base),
         Duration::from_secs(10),
     )
     .await;
@@ -230,7 +235,7 @@ async fn retry_after_is_honoured_then_success() {
 async fn overload_past_the_retries_or_the_deadline_is_503() {
     let busy = script(|_, _, _| status(503, &[("retry-after", "0")], fireworks_error("busy")));
     let up = Upstream::start(Duration::ZERO, busy).await;
-    let mut s = settings(Provider::Fireworks, &up.base);
+    let mut s = settings(named("fireworks"), &up.base);
     s.max_retries = 2;
     let e = score_hello(s, Duration::from_secs(10)).await.unwrap_err();
     assert!(
@@ -251,7 +256,7 @@ async fn overload_past_the_retries_or_the_deadline_is_503() {
     let up = Upstream::start(Duration::ZERO, later).await;
     let t0 = Instant::now();
     let e = score_hello(
-        settings(Provider::Fireworks, &up.base),
+        settings(named("fireworks"), &up.base),
         Duration::from_secs(2),
     )
     .await
@@ -282,7 +287,7 @@ async fn server_errors_back_off_then_succeed_or_end_as_502() {
     )
     .await;
     let r = score_hello(
-        settings(Provider::Fireworks, &up.base),
+        settings(named("fireworks"), &up.base),
         Duration::from_secs(10),
     )
     .await;
@@ -294,7 +299,7 @@ async fn server_errors_back_off_then_succeed_or_end_as_502() {
         script(|_, _, _| status(502, &[], json!({"error": "bad gateway"}))),
     )
     .await;
-    let mut s = settings(Provider::Fireworks, &up.base);
+    let mut s = settings(named("fireworks"), &up.base);
     s.max_retries = 1;
     let e = score_hello(s, Duration::from_secs(10)).await.unwrap_err();
     assert_eq!(
@@ -311,7 +316,7 @@ async fn server_errors_back_off_then_succeed_or_end_as_502() {
 #[tokio::test]
 async fn a_slow_upstream_times_out_within_the_deadline() {
     let up = Upstream::start(Duration::from_secs(5), script(|_, _, _| hello())).await;
-    let mut s = settings(Provider::Fireworks, &up.base);
+    let mut s = settings(named("fireworks"), &up.base);
     s.timeout = Duration::from_millis(300);
     s.max_retries = 10;
     let t0 = Instant::now();
@@ -337,7 +342,7 @@ async fn garbage_is_malformed_and_not_retried() {
     )
     .await;
     let e = score_hello(
-        settings(Provider::Fireworks, &up.base),
+        settings(named("fireworks"), &up.base),
         Duration::from_secs(10),
     )
     .await
@@ -351,19 +356,16 @@ async fn garbage_is_malformed_and_not_retried() {
         script(|_, _, _| echo(&["Hello", " word"], &[0.0, -1.0])),
     )
     .await;
-    let e = score_hello(
-        settings(Provider::Openai, &up.base),
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap_err();
+    let e = score_hello(settings(named("openai"), &up.base), Duration::from_secs(10))
+        .await
+        .unwrap_err();
     assert!(matches!(e, RemoteError::Malformed { .. }), "{e:?}");
 }
 
 #[tokio::test]
 async fn connection_refused_is_unreachable_502() {
     let base = format!("http://127.0.0.1:{}", free_port());
-    let mut s = settings(Provider::LlamaScorer, &base);
+    let mut s = settings(named("llama_scorer"), &base);
     s.max_retries = 2;
     let e = score_hello(s, Duration::from_secs(10)).await.unwrap_err();
     assert!(matches!(e, RemoteError::Unreachable { .. }), "{e:?}");
@@ -384,7 +386,7 @@ async fn an_unknown_model_is_502_with_the_upstreams_message() {
     )
     .await;
     let e = score_hello(
-        settings(Provider::Fireworks, &up.base),
+        settings(named("fireworks"), &up.base),
         Duration::from_secs(10),
     )
     .await
@@ -407,7 +409,7 @@ async fn a_rejected_key_is_the_servers_problem_not_the_clients() {
         script(|_, _, _| status(401, &[], fireworks_error(&format!("bad key {KEY}")))),
     )
     .await;
-    let scorer = RemoteScorer::new(settings(Provider::Fireworks, &up.base)).unwrap();
+    let scorer = RemoteScorer::new(settings(named("fireworks"), &up.base)).unwrap();
     let e = scorer
         .score(
             &request(vec![text_item("Hello", " world")], 0),
@@ -445,7 +447,7 @@ async fn other_client_errors_are_400_with_the_upstreams_words() {
     )
     .await;
     let e = score_hello(
-        settings(Provider::Fireworks, &up.base),
+        settings(named("fireworks"), &up.base),
         Duration::from_secs(10),
     )
     .await
@@ -463,7 +465,7 @@ async fn other_client_errors_are_400_with_the_upstreams_words() {
 #[tokio::test]
 async fn items_run_concurrently_up_to_the_limit_and_inputs_are_checked_first() {
     let up = Upstream::start(Duration::from_millis(200), script(|_, _, _| hello())).await;
-    let mut s = settings(Provider::Fireworks, &up.base);
+    let mut s = settings(named("fireworks"), &up.base);
     s.max_concurrency = 2;
     let scorer = RemoteScorer::new(s).unwrap();
     let far = Instant::now() + Duration::from_secs(20);
@@ -530,7 +532,7 @@ async fn one_call_per_prompt_with_its_affinity_key_and_answers_in_request_order(
         }),
     )
     .await;
-    let scorer = RemoteScorer::new(settings(Provider::LlamaScorer, &up.base)).unwrap();
+    let scorer = RemoteScorer::new(settings(named("llama_scorer"), &up.base)).unwrap();
     let items = vec![
         text_item("A", "x"),
         text_item("B", "yy"),
@@ -594,11 +596,11 @@ fn the_real_upstream_through_all_three_providers() {
     let up = smol_upstream();
 
     // llama_scorer: the native answer, bit for bit.
-    let native = real(Provider::LlamaScorer, up.base.clone());
+    let native = real(named("llama_scorer"), up.base.clone());
     let items = vec![
         text_item("The capital of France is", " Paris."),
         ItemInput {
-            prompt: PromptInput::Messages(vec![llama_scorer::engine::chat_template::ChatMessage {
+            prompt: PromptInput::Messages(vec![llama_scorer::engine::ChatMessage {
                 role: "user".into(),
                 content: "Say hi.".into(),
                 name: None,
@@ -638,9 +640,9 @@ fn the_real_upstream_through_all_three_providers() {
 
     // A remote model the upstream does not serve: 502 with the upstream's own message, on every provider.
     for (provider, root) in [
-        (Provider::LlamaScorer, ""),
-        (Provider::Fireworks, "/inference/v1"),
-        (Provider::Openai, "/v1"),
+        (named("llama_scorer"), ""),
+        (named("fireworks"), "/inference/v1"),
+        (named("openai"), "/v1"),
     ] {
         let mut s = RemoteSettings::new("remote-nope", provider, "nope");
         s.base_url = Some(format!("{}{root}", up.base));
@@ -665,8 +667,8 @@ fn the_real_upstream_through_all_three_providers() {
 
     // fireworks (/inference/v1) and openai (/v1): the echo's own numbers, exactly.
     for (provider, root) in [
-        (Provider::Fireworks, "/inference/v1"),
-        (Provider::Openai, "/v1"),
+        (named("fireworks"), "/inference/v1"),
+        (named("openai"), "/v1"),
     ] {
         let remote = real(provider, format!("{}{root}", up.base));
         for (prompt, response) in [
@@ -747,7 +749,7 @@ fn the_real_upstream_through_all_three_providers() {
 #[tokio::test]
 #[ignore]
 async fn https_with_platform_roots() {
-    let mut s = RemoteSettings::new("tls", Provider::Openai, "m");
+    let mut s = RemoteSettings::new("tls", named("openai"), "m");
     s.base_url = Some("https://index.crates.io/v1".into());
     s.max_retries = 0;
     let e = RemoteScorer::new(s)

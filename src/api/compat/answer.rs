@@ -15,6 +15,7 @@ use super::choice::{self, ChoiceOutcome, ChoicePlan};
 use super::stream::{self, ChoiceEvent, Delta};
 use crate::api::{ApiError, new_id, unix_time};
 use crate::engine::Policy;
+use crate::served::completion;
 
 /// How an endpoint writes its choices, streamed and whole.
 pub trait ChoiceFormat: Send + 'static {
@@ -44,8 +45,8 @@ pub async fn answer<F: ChoiceFormat>(
     stream: bool,
     format: F,
 ) -> Result<Response, ApiError> {
-    choice::reserve_places(&plan.policy, &mut plan.plans)?;
-    choice::score_echoes(&plan.policy, &mut plan.plans).await?;
+    completion::reserve_places(&plan.policy, &mut plan.plans)?;
+    completion::score_echoes(&plan.policy, &mut plan.plans).await?;
     if stream {
         return Ok(stream_response(plan, format));
     }
@@ -136,7 +137,9 @@ fn event_text(header: &ChunkHeader, format: &mut impl ChoiceFormat, event: Choic
 
 /// Runs every choice (they queue as separate jobs) and returns their outcomes in order.
 async fn run_all(policy: &Policy, plans: Vec<ChoicePlan>) -> Result<Vec<ChoiceOutcome>, ApiError> {
-    let runs = plans.into_iter().map(|plan| choice::run(policy, plan));
+    let runs = plans
+        .into_iter()
+        .map(|plan| completion::run_choice(policy, plan));
     futures_util::future::try_join_all(runs)
         .await
         .map_err(ApiError::from)

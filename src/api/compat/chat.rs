@@ -18,8 +18,8 @@ use super::request::{CompatRequest, LocalRequest, Opened, open};
 use super::stream::Delta;
 use super::{Budget, plan_choices};
 use crate::api::{ApiError, AppState};
+use crate::engine::ChatMessage;
 use crate::engine::PromptInput;
-use crate::engine::chat_template::ChatMessage;
 use crate::engine::vocab::Vocabulary;
 use crate::input::WireMessage;
 

@@ -1,6 +1,6 @@
 //! Opening a compatibility request, the first step both endpoints share: the body parsed against the
-//! endpoint's fields and the sampling fields, and the policy it names looked up, a remote one getting the
-//! request forwarded as the client sent it.
+//! endpoint's fields and the sampling fields, and handed to the policy it names at the policy seam (see
+//! [`crate::served::ServedPolicy::complete`]), which answers a remote one upstream.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::params::{Sampling, parse_with_sampling};
 use crate::api::{ApiError, AppState};
 use crate::engine::Policy;
-use crate::served::{RemotePolicy, ServedPolicy};
+use crate::served::completion::Completion;
 
 /// What opening needs to know of an endpoint's request body.
 pub trait CompatRequest: DeserializeOwned {
@@ -52,47 +52,22 @@ pub async fn open<R: CompatRequest>(
     let body_bytes = body.as_ref().map_or(0, |b| b.len());
     let raw = body.as_ref().ok().cloned();
     let (req, sampling) = parse_with_sampling::<R>(body)?;
-    let model = state.policy_or_only(req.model())?.name().to_string();
-    let routed = local_or_forward(state, &model, R::ENDPOINT, raw, req.stream()).await?;
-    Ok(match routed {
-        Ok(policy) => Opened::Local(LocalRequest {
-            model: req.model().map_or(model, str::to_string),
-            req,
-            sampling,
-            policy,
-            body_bytes,
-        }),
-        Err(answer) => Opened::Forwarded(answer),
-    })
-}
-
-/// The local policy a compatibility request names; a remote one gets the request forwarded instead
-/// (`Err(Ok(response))`): the body as the client sent it (already checked against this API's fields),
-/// the upstream's answer under the policy's own name.
-async fn local_or_forward(
-    state: &AppState,
-    model: &str,
-    endpoint: &str,
-    raw: Option<Bytes>,
-    stream: bool,
-) -> Result<Result<Arc<Policy>, Response>, ApiError> {
-    let remote: Arc<RemotePolicy> = match state.policy(model)? {
-        ServedPolicy::Local(p) => return Ok(Ok(p.clone())),
-        ServedPolicy::Remote(r) => r.clone(),
-    };
-    if stream {
-        return Err(ApiError::invalid(
-            "stream",
-            format!(
-                "policy `{model}` is served by a remote {} API, through which this server does not \
-                 stream; send `stream: false`",
-                remote.provider()
-            ),
-        ));
-    }
-    let body: Value = raw
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| ApiError::invalid("", "the body is not a JSON object"))?;
-    let answer = remote.forward(endpoint, body, state.deadline()).await?;
-    Ok(Err(axum::Json(answer).into_response()))
+    let served = state.policy_or_only(req.model())?;
+    let model = served.name().to_string();
+    let body = || raw.and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    Ok(
+        match served
+            .complete(R::ENDPOINT, body, req.stream(), state.deadline())
+            .await?
+        {
+            Completion::Local(policy) => Opened::Local(LocalRequest {
+                model: req.model().map_or(model, str::to_string),
+                req,
+                sampling,
+                policy,
+                body_bytes,
+            }),
+            Completion::Answered(answer) => Opened::Forwarded(axum::Json(answer).into_response()),
+        },
+    )
 }

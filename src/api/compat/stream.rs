@@ -14,6 +14,7 @@ use crate::api::ApiError;
 use crate::engine::generate::{FinishReason, GenEvent};
 use crate::engine::vocab::{TokenId, Vocabulary};
 use crate::engine::{Policy, PreparedItem, TokenScore};
+use crate::served::completion;
 
 /// A token of a streamed delta, owning its score.
 pub struct OwnedLine {
@@ -121,9 +122,13 @@ async fn run_choice_inner(
     tx: &mpsc::Sender<ChoiceEvent>,
 ) -> Result<usize, ApiError> {
     let send = |d: Delta| async { tx.send(ChoiceEvent::Delta(d)).await.map_err(|_| gone()) };
-    let Some(options) = plan.generate.clone() else {
+    let Some(stops) = plan
+        .generate
+        .as_ref()
+        .map(|o| o.stop.iter().map(|s| s.as_bytes().to_vec()).collect())
+    else {
         // Score only: one delta with the echo (if any) and the finish.
-        let outcome = choice::run(policy, plan).await?;
+        let outcome = completion::run_choice(policy, plan).await?;
         send(score_only_delta(
             &policy.model.vocab,
             &outcome,
@@ -134,11 +139,7 @@ async fn run_choice_inner(
         return Ok(0);
     };
     let prompt = plan.prompt.clone();
-    let stops = options.stop.iter().map(|s| s.as_bytes().to_vec()).collect();
-    let place = choice::place_of(policy, plan.place)?;
-    let mut rx = policy
-        .generate(plan.prompt, options, plan.echo, plan.top_logprobs, place)
-        .await?;
+    let mut rx = completion::generate(policy, plan).await?;
     let mut deltas = Deltas {
         vocab: &policy.model.vocab,
         index,

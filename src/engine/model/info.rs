@@ -38,14 +38,14 @@ pub struct ModelInfo {
 
 impl ModelInfo {
     /// Describes the model llama.cpp loaded from `path`: `policy_n_ctx` (each policy's `n_ctx`, `None` =
-    /// default) sizes its contexts, `chunk` is the configured decode chunk (capped at the context), and
+    /// default) sizes its contexts, `decode_chunk` is the configured decode chunk (capped at the context), and
     /// `hashing` is the content hash started alongside the load.
     pub fn describe(
         path: &Path,
         llama: &LlamaModel,
         n_gpu_layers: i32,
         policy_n_ctx: &[Option<u32>],
-        chunk: u32,
+        decode_chunk: u32,
         devices: &Devices,
         hashing: JoinHandle<std::io::Result<String>>,
     ) -> Result<ModelInfo, String> {
@@ -71,7 +71,7 @@ impl ModelInfo {
             backend_features: devices.system_info.clone(),
             device: fingerprint_device(devices, &device, offloaded_layers, n_offloadable_layers),
             cpu_variant: devices.cpu_variant.clone(),
-            decode_chunk: chunk.min(n_ctx),
+            decode_chunk: decode_chunk.min(n_ctx),
             n_ctx,
             scorer: env!("CARGO_PKG_VERSION").to_string(),
         }

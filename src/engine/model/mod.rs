@@ -36,11 +36,11 @@ pub struct QueueSettings {
     /// CPU threads each context uses for its decodes.
     pub threads_per_worker: usize,
     /// Decode chunk size in tokens.
-    pub chunk: u32,
+    pub decode_chunk: u32,
     /// The engine's response cache, shared by all models.
     pub cache: Option<Arc<ScoreCache>>,
-    /// Byte budget for saved whole-prompt states (0: no reuse).
-    pub prefix_bytes: u64,
+    /// Byte budget of the prefix cache (0: off).
+    pub prefix_cache_bytes: u64,
 }
 
 /// A scored item and whether this request found it computed (cache hit or a shared computation).
@@ -67,7 +67,7 @@ pub struct LoadedModel {
     /// The file's identity, for cache keys.
     identity: Arc<ModelIdentity>,
     cache: Option<Arc<ScoreCache>>,
-    /// Saved prompt states, shared by this model's inference threads.
+    /// The prefix cache, shared by this model's inference threads.
     prefixes: Option<Arc<PrefixStore>>,
     /// The inference threads, joined at shutdown.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -111,14 +111,14 @@ impl LoadedModel {
             &llama,
             n_gpu_layers,
             &policy_n_ctx,
-            settings.chunk,
+            settings.decode_chunk,
             devices()?,
             hashing,
         )?;
         let context_settings = ContextSettings {
             n_ctx: info.n_ctx,
-            // The configured chunk capped at the context, as the fingerprint records it.
-            chunk: info.fingerprint.components.decode_chunk,
+            // The configured decode chunk capped at the context, as the fingerprint records it.
+            decode_chunk: info.fingerprint.components.decode_chunk,
             threads: settings.threads_per_worker as i32,
         };
         let (tx, rx) = mpsc::channel(settings.capacity);
@@ -127,7 +127,7 @@ impl LoadedModel {
             model: llama.clone(),
             vocab: vocab.clone(),
             abandoned: Arc::new(AtomicU64::new(0)),
-            prefixes: PrefixStore::new(settings.prefix_bytes).map(Arc::new),
+            prefixes: PrefixStore::new(settings.prefix_cache_bytes).map(Arc::new),
             settings: context_settings,
             label: display_name(path).into(),
             load: Arc::new(Load::new(settings.workers, info.n_ctx)),
@@ -143,13 +143,13 @@ impl LoadedModel {
             n_ctx_train = info.n_ctx_train,
             workers = settings.workers,
             threads_per_worker = settings.threads_per_worker,
-            chunk = context_settings.chunk,
+            decode_chunk = context_settings.decode_chunk,
             seconds = started.elapsed().as_secs_f64(),
             "model loaded"
         );
         Ok(LoadedModel {
             identity: Arc::new(
-                ModelIdentity::of(path, context_settings.chunk)
+                ModelIdentity::of(path, context_settings.decode_chunk)
                     .map_err(|e| format!("{}: {e}", path.display()))?,
             ),
             info,
@@ -171,18 +171,28 @@ impl LoadedModel {
     /// Stops the inference threads and waits for them: work still queued is skipped (its requesters get
     /// 503), a scoring job being computed stops at its next decode, and each thread frees its llama.cpp
     /// context before this returns, so the process never exits while a thread is inside llama.cpp.
-    /// Blocking; call it once the front end has stopped sending work. Later calls do nothing.
-    pub fn shutdown(&self) {
+    /// Blocking, but callable from any thread (an async one included: nothing here needs a runtime).
+    /// Called by the engine's guard and when the model is dropped; later calls do nothing.
+    pub(crate) fn shutdown(&self) {
         self.cancel.store(true, Ordering::Relaxed);
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for _ in &threads {
-            let stop = Job {
+            let mut stop = Job {
                 work: Work::Stop,
                 permit: None,
                 enqueued: Instant::now(),
             };
-            // Fails only when every thread has already ended (nothing left to stop).
-            let _ = self.queue.blocking_send(stop);
+            // A full queue drains fast once cancelled (skipped jobs); closed means every thread has
+            // already ended (nothing left to stop).
+            loop {
+                match self.queue.try_send(stop) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    Err(mpsc::error::TrySendError::Full(job)) => {
+                        stop = job;
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                }
+            }
         }
         for thread in threads {
             if thread.join().is_err() {
@@ -201,7 +211,7 @@ impl LoadedModel {
         self.abandoned.load(Ordering::Relaxed)
     }
 
-    /// Prefix-reuse counters, when it is on.
+    /// Prefix-cache counters, when it is on.
     pub fn prefix_stats(&self) -> Option<PrefixStats> {
         self.prefixes.as_ref().map(|p| p.stats())
     }
@@ -224,6 +234,13 @@ impl LoadedModel {
     /// The `system_fingerprint` of this model's numbers here.
     pub fn system_fingerprint(&self) -> &str {
         &self.info.fingerprint.system_fingerprint
+    }
+}
+
+impl Drop for LoadedModel {
+    /// A model dropped without the engine's guard (one loaded before another failed to) stops its threads.
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 

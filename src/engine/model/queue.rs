@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::cache::ScoreKey;
+use super::super::error::ScoreError;
 use super::super::generate::{GenEvent, GenerateJob, GenerateOptions};
-use super::super::schedule::{JobOptions, RowOptions};
-use super::super::types::{ItemScore, PreparedItem, ScoreError, StageTimes};
+use super::super::schedule::JobOptions;
+use super::super::types::{ItemScore, PreparedItem, RowOptions, StageTimes};
 use super::super::worker::{Job, Work};
 use super::{LoadedModel, Scored};
 

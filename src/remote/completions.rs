@@ -1,5 +1,5 @@
-//! The `fireworks` and `openai` providers: one completions call per item with `prompt = prompt +
-//! response`, `echo: true`, `max_tokens: 0` and legacy `logprobs: k`; the response's tokens are found
+//! The completions protocol (the `fireworks` and `openai` providers): one completions call per item with
+//! `prompt = prompt + response`, `echo: true`, `max_tokens: 0` and legacy `logprobs: k`; the response's tokens are found
 //! in the echo and their log-probs summed — only when a token edge falls exactly at the boundary.
 
 use std::time::Instant;
