@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{client, free_port, smol_path, spawn_serve};
+use crate::common::{Running, client, free_port, smol_path, spawn_serve};
 
 /// GETs `path`, retrying while the port does not answer yet; the status and the JSON body.
 fn get_when_up(base: &str, path: &str) -> (u16, Option<String>, Value) {
@@ -31,10 +31,9 @@ fn get_when_up(base: &str, path: &str) -> (u16, Option<String>, Value) {
     }
 }
 
-#[test]
-fn the_port_answers_while_the_models_load_and_serves_once_they_are_in() {
-    let dir = tempfile::tempdir().unwrap();
-    let hold = dir.path().join("hold-load");
+/// `serve` on SmolLM2 (policy `smol`) with its model's loading held until the returned file is removed.
+fn serve_held_loading(dir: &std::path::Path) -> (Running, std::path::PathBuf) {
+    let hold = dir.join("hold-load");
     std::fs::File::create(&hold).unwrap();
     let model = smol_path();
     let server = spawn_serve(
@@ -48,6 +47,14 @@ fn the_port_answers_while_the_models_load_and_serves_once_they_are_in() {
         &[(llama_scorer::engine::LOAD_HOLD_ENV, hold.to_str().unwrap())],
         Stdio::null(),
     );
+    (server, hold)
+}
+
+#[test]
+fn the_port_answers_while_the_models_load_and_serves_once_they_are_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, hold) = serve_held_loading(dir.path());
+    let model = smol_path();
     let base = &server.base;
 
     let (status, retry, body) = get_when_up(base, "/health");
@@ -112,20 +119,7 @@ fn the_port_answers_while_the_models_load_and_serves_once_they_are_in() {
 #[test]
 fn a_signal_while_loading_ends_the_process_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let hold = dir.path().join("hold-load");
-    std::fs::File::create(&hold).unwrap();
-    let model = smol_path();
-    let mut server = spawn_serve(
-        free_port(),
-        &[
-            "--model".as_ref(),
-            model.as_os_str(),
-            "--alias".as_ref(),
-            "smol".as_ref(),
-        ],
-        &[(llama_scorer::engine::LOAD_HOLD_ENV, hold.to_str().unwrap())],
-        Stdio::null(),
-    );
+    let (mut server, _hold) = serve_held_loading(dir.path());
     let (status, _, _) = get_when_up(&server.base, "/health");
     assert_eq!(status, 503);
     let pid = server.child.id().to_string();

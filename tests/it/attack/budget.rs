@@ -242,8 +242,9 @@ fn attack_budget_a_prompt_far_over_the_context_is_refused_before_tokenizing() {
     report.assert_held("long prompt", 700);
 }
 
-/// A request's generations take their queue places all at once or not at all: with the inference threads
-/// held and the queue partly full, a request that does not fit whole gets 429 and queues nothing.
+/// A request's generations (and its score-only echo choices) take their queue places all at once or not at
+/// all: with the inference threads held and the queue partly full, a request that does not fit whole gets
+/// 429 and queues nothing.
 #[test]
 fn attack_budget_generation_fan_out_is_queued_whole_or_refused() {
     let _one = one_at_a_time();
@@ -279,6 +280,16 @@ fn attack_budget_generation_fan_out_is_queued_whole_or_refused() {
         depth(&ready(&base)),
         5,
         "a refused request queued part of its work"
+    );
+    // Score-only echo choices too: four prompts scored, three places left.
+    let echo = json!({"model": "smol", "prompt": ["echo a", "echo b", "echo c", "echo d"], "echo": true,
+                      "max_tokens": 0, "logprobs": 1});
+    let got = post_json(&base, "/v1/completions", &echo, Duration::from_secs(30)).unwrap();
+    assert_eq!(got.0, 429, "{}", got.1);
+    assert_eq!(
+        depth(&ready(&base)),
+        5,
+        "a refused echo request queued part of its work"
     );
     hold.release();
     let (status, answer) = first.join().unwrap();

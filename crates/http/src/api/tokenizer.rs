@@ -149,6 +149,15 @@ pub async fn detokenize(
     Ok(Json(json!({"prompt": text, "content": text})))
 }
 
+/// The local policy a `GET` route's `?model=` names (or the only one served).
+fn queried_policy(
+    state: &AppState,
+    query: Result<Query<InfoQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Arc<Policy>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("", e.body_text()))?;
+    local_policy(state, q.model.as_deref())
+}
+
 /// A special token's text, `None` where the model has none.
 fn special_text(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
@@ -161,8 +170,7 @@ pub async fn props(
     State(state): State<Arc<AppState>>,
     query: Result<Query<InfoQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::invalid("", e.body_text()))?;
-    let policy = local_policy(&state, q.model.as_deref())?;
+    let policy = queried_policy(&state, query)?;
     let vocab = &policy.model.vocab;
     Ok(Json(json!({
         "model_alias": policy.name,
@@ -182,15 +190,13 @@ pub async fn tokenizer_info(
     State(state): State<Arc<AppState>>,
     query: Result<Query<InfoQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::invalid("", e.body_text()))?;
-    let policy = local_policy(&state, q.model.as_deref())?;
+    let policy = queried_policy(&state, query)?;
     let vocab = &policy.model.vocab;
-    let text = special_text;
     Ok(Json(json!({
         "model": policy.name,
         "tokenizer_class": "llama.cpp",
-        "bos_token": vocab.bos.and_then(|_| text(&vocab.bos_text)),
-        "eos_token": text(&vocab.eos_text),
+        "bos_token": vocab.bos.and_then(|_| special_text(&vocab.bos_text)),
+        "eos_token": special_text(&vocab.eos_text),
         "pad_token": Value::Null,
         "add_bos_token": vocab.add_bos,
         "chat_template": policy.chat_template_source,

@@ -164,6 +164,7 @@ pub async fn plan(
                 echo,
                 top_logprobs,
                 place: None,
+                echoed: None,
             });
         }
     }
@@ -204,6 +205,9 @@ pub struct ChoicePlan {
     /// The generation's place in the model's queue, reserved with the request's other choices (see
     /// [`reserve_places`]); `None` = reserved when it runs.
     pub place: Option<QueuePlace>,
+    /// A score-only echo's prompt scores, computed with the request's other score-only choices (see
+    /// [`score_echoes`]).
+    pub echoed: Option<Vec<TokenScore>>,
 }
 
 /// Reserves a queue place for every generating choice at once, all or none: one request's fan-out either
@@ -215,6 +219,34 @@ pub fn reserve_places(policy: &Policy, plans: &mut [ChoicePlan]) -> Result<(), S
         plan.place = places.next();
     }
     Ok(())
+}
+
+/// Scores every score-only echo choice (`max_tokens: 0`) in one call, so the request's scoring is admitted
+/// to the model's queue all at once or refused (429) before any of it runs, as its generations are.
+pub async fn score_echoes(policy: &Policy, plans: &mut [ChoicePlan]) -> Result<(), ScoreError> {
+    let scoring: Vec<usize> = (0..plans.len())
+        .filter(|&i| plans[i].generate.is_none() && plans[i].echo)
+        .collect();
+    let Some(&first) = scoring.first() else {
+        return Ok(());
+    };
+    let options = echo_options(plans[first].top_logprobs);
+    let prompts = scoring.iter().map(|&i| plans[i].prompt.clone()).collect();
+    let scores = policy.score(prompts, &options).await?;
+    for (i, scored) in scoring.into_iter().zip(scores) {
+        plans[i].echoed = Some(scored.score.prompt.clone());
+    }
+    Ok(())
+}
+
+/// How a score-only echo is scored: the prompt's tokens, at temperature 1.
+fn echo_options(top_logprobs: usize) -> ScoreOptions {
+    ScoreOptions {
+        top_logprobs,
+        echo: true,
+        score_end_of_turn: false,
+        temperature: 1.0,
+    }
 }
 
 /// The plan's reserved place, or one reserved now.
@@ -258,13 +290,10 @@ pub struct ChoiceOutcome {
 /// Runs a choice to its end.
 pub async fn run_choice(policy: &Policy, plan: ChoicePlan) -> Result<ChoiceOutcome, ScoreError> {
     if plan.generate.is_none() {
-        let echo = if plan.echo {
-            let options = ScoreOptions {
-                top_logprobs: plan.top_logprobs,
-                echo: true,
-                score_end_of_turn: false,
-                temperature: 1.0,
-            };
+        let echo = if let Some(echoed) = plan.echoed {
+            Some(echoed)
+        } else if plan.echo {
+            let options = echo_options(plan.top_logprobs);
             let mut scores = policy.score(vec![plan.prompt.clone()], &options).await?;
             Some(scores.remove(0).score.prompt.clone())
         } else {

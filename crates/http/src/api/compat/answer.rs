@@ -46,6 +46,7 @@ pub async fn answer<F: ChoiceFormat>(
     format: F,
 ) -> Result<Response, ApiError> {
     completion::reserve_places(&plan.policy, &mut plan.plans)?;
+    completion::score_echoes(&plan.policy, &mut plan.plans).await?;
     if stream {
         return Ok(stream_response(plan, format));
     }

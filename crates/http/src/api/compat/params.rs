@@ -420,6 +420,7 @@ mod fuzz {
         ("stream_options", Kind::StreamOptions),
         ("return_token_ids", Kind::Bool),
         ("user", Kind::OptText),
+        ("id_slot", Kind::OptI64),
     ];
 
     const CHAT: &[(&str, Kind)] = &[
@@ -431,6 +432,7 @@ mod fuzz {
         ("stream", Kind::Bool),
         ("stream_options", Kind::StreamOptions),
         ("user", Kind::OptText),
+        ("id_slot", Kind::OptI64),
     ];
 
     const SAMPLING: &[(&str, Kind)] = &[
