@@ -2,7 +2,7 @@
 //! share one loaded model; a full queue answers 429 with Retry-After.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -117,52 +117,40 @@ fn a_full_queue_answers_429_with_retry_after() {
             "server: {{queue_size: 1, max_batch_items: 1}}\npolicies:\n  p0: {{model: {smol}}}\n"
         ),
     );
-    let s = start(&cfg);
-    let long = "a long prompt that keeps the inference thread busy for a while ".repeat(150);
-    let statuses: Vec<(u16, Option<String>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..8)
-            .map(|i| {
-                let (base, long) = (&s.base, &long);
-                scope.spawn(move || {
-                    let r = client()
-                        .post(format!("{base}/v1/logprobs"))
-                        .json(&json!({"model": "p0", "prompt": long, "response": format!(" {i}")}))
-                        .send()
-                        .unwrap();
-                    let retry = r
-                        .headers()
-                        .get("retry-after")
-                        .map(|v| v.to_str().unwrap().to_string());
-                    let status = r.status().as_u16();
-                    if status == 429 {
-                        // Named by the policy; no server path or file name reaches the client.
-                        let message = r.json::<Value>().unwrap()["error"]["message"].to_string();
-                        assert!(message.contains("`p0`"), "{message}");
-                        assert!(
-                            !message.contains(".gguf") && !message.contains('/'),
-                            "{message}"
-                        );
-                    }
-                    (status, retry)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    // Held, the first request fills the queue of one and stays there, whatever the machine's speed.
+    let hold = Hold::new(dir.path());
+    let s = start_held(&cfg, &hold);
+    let base = s.base.clone();
+    let first = std::thread::spawn(move || {
+        post_to(
+            &base,
+            "/v1/logprobs",
+            &json!({"model": "p0", "prompt": "a long prompt", "response": " 0"}),
+        )
+        .0
     });
-    let refused: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    wait_ready(&s.base, "the queue full", |r| {
+        r["models"][0]["queue_depth"] == 1
+    });
+    let r = client()
+        .post(format!("{}/v1/logprobs", s.base))
+        .json(&json!({"model": "p0", "prompt": "a long prompt", "response": " 1"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
     assert!(
-        !refused.is_empty(),
-        "no 429 from a queue of one: {statuses:?}"
-    );
-    assert!(
-        refused.iter().all(|(_, r)| r.is_some()),
+        r.headers().contains_key("retry-after"),
         "429 without Retry-After"
     );
+    // Named by the policy; no server path or file name reaches the client.
+    let message = r.json::<Value>().unwrap()["error"]["message"].to_string();
+    assert!(message.contains("`p0`"), "{message}");
     assert!(
-        statuses.iter().all(|(s, _)| *s == 200 || *s == 429),
-        "{statuses:?}"
+        !message.contains(".gguf") && !message.contains('/'),
+        "{message}"
     );
-    assert!(statuses.iter().any(|(s, _)| *s == 200));
+    hold.release();
+    assert_eq!(first.join().unwrap(), 200, "the queued request");
     // Afterwards the server serves normally.
     let (status, _) = post_to(
         &s.base,
@@ -203,7 +191,9 @@ fn work_of_a_client_that_went_away_is_dropped_not_computed() {
     let smol = smol_path().display().to_string();
     let cfg = write_config(
         dir.path(),
-        &format!("cache: {{max_bytes: 0}}\npolicies:\n  p0: {{model: {smol}}}\n"),
+        &format!(
+            "server: {{max_concurrent_requests: 1}}\ncache: {{max_bytes: 0}}\npolicies:\n  p0: {{model: {smol}}}\n"
+        ),
     );
     // The inference thread is held: the batch queues and cannot finish before the client gives up.
     let hold = Hold::new(dir.path());
@@ -226,8 +216,26 @@ fn work_of_a_client_that_went_away_is_dropped_not_computed() {
         r["models"][0]["queue_depth"] == 40
     });
     assert!(impatient.join().unwrap(), "the held batch finished");
-    // The server drops the request when the connection closes; give its event loop a moment.
-    std::thread::sleep(Duration::from_millis(300));
+    // The server drops the request once it sees the connection close, which frees the one request slot:
+    // until then another API request gets 503. Wait for that, not for a fixed time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = client()
+            .get(format!("{}/v1/models", s.base))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "/v1/models while the slot is taken");
+        assert!(
+            Instant::now() < deadline,
+            "the request of the client that went away was never dropped"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     hold.release();
     let ready = wait_ready(&s.base, "drained", |r| r["models"][0]["queue_depth"] == 0);
     assert_eq!(ready["models"][0]["abandoned_jobs"], 40, "{ready}");

@@ -234,7 +234,8 @@ impl WatchReport {
 
 /// Probes a target from threads of its own while an attack runs: `/health` every 50 ms on a fresh
 /// connection (limit 1 s), a small scoring request as another client would send one back to back, and the
-/// process's resident memory every 20 ms.
+/// process's resident memory every 20 ms. Each has probed once before [`Target::watch`] returns, so an
+/// attack that ends quickly (a fast machine) is still watched.
 pub struct Watch {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<WatchReport>>,
@@ -243,40 +244,48 @@ pub struct Watch {
 impl Watch {
     fn start(target: &Target) -> Watch {
         let stop = Arc::new(AtomicBool::new(false));
+        // Each watcher says when it has probed once.
+        let (probed, first_probes) = std::sync::mpsc::channel::<usize>();
         let mut threads = Vec::new();
-        let (addr, s) = (target.addr.clone(), stop.clone());
+        let (addr, s, ready) = (target.addr.clone(), stop.clone(), probed.clone());
         threads.push(std::thread::spawn(move || {
             let mut r = WatchReport::default();
-            while !s.load(Ordering::SeqCst) {
+            loop {
                 r.health_probes += 1;
                 match health_latency(&addr, Duration::from_secs(1)) {
                     Ok(d) => r.health_max = r.health_max.max(d),
                     Err(e) => r.health_failures.push(e),
                 }
+                let _ = ready.send(0);
+                if s.load(Ordering::SeqCst) {
+                    return r;
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            r
         }));
-        let (base, s) = (target.running.base.clone(), stop.clone());
+        let (base, s, ready) = (target.running.base.clone(), stop.clone(), probed.clone());
         threads.push(std::thread::spawn(move || {
             let mut r = WatchReport::default();
-            while !s.load(Ordering::SeqCst) {
+            loop {
                 r.client_requests += 1;
                 match other_client(&base) {
                     Ok(d) => r.client_max = r.client_max.max(d),
                     Err(e) => r.client_failures.push(e),
                 }
+                let _ = ready.send(1);
+                if s.load(Ordering::SeqCst) {
+                    return r;
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            r
         }));
-        let (pid, s) = (target.pid(), stop.clone());
+        let (pid, s, ready) = (target.pid(), stop.clone(), probed);
         threads.push(std::thread::spawn(move || {
             let mut r = WatchReport {
                 rss_start_kib: rss_kib(pid),
                 ..WatchReport::default()
             };
-            while !s.load(Ordering::SeqCst) {
+            loop {
                 if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
                     let kib = status
                         .lines()
@@ -285,10 +294,22 @@ impl Watch {
                         .unwrap_or(0);
                     r.rss_peak_kib = r.rss_peak_kib.max(kib);
                 }
+                let _ = ready.send(2);
+                if s.load(Ordering::SeqCst) {
+                    return r;
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            r
         }));
+        // The attack starts once every watcher is running; later probes' messages go unread.
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < threads.len() {
+            seen.insert(
+                first_probes
+                    .recv()
+                    .expect("a watcher thread ended before its first probe"),
+            );
+        }
         Watch { stop, threads }
     }
 

@@ -1,7 +1,8 @@
-//! One upstream POST with the retry policy of issue 11, all inside the request's deadline: 429/503 wait
+//! One upstream POST with its retry policy, all inside the request's deadline: 429/503 wait
 //! for `Retry-After`, connection errors and other 5xx back off exponentially with jitter, other 4xx are
 //! final. Classifies every outcome into a [`RemoteError`] and counts it in metrics.
 
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,27 @@ enum Attempt {
         wait: Option<Duration>,
     },
     Final(RemoteError),
+}
+
+/// Where the retry loop reads the time and waits: the real clock in service, a virtual one in the tests
+/// (a wait returns at once and moves it), so the tests of `Retry-After`, backoff and deadlines wait out no
+/// real seconds and do not depend on the machine's speed.
+pub(crate) trait Clock: Sync {
+    fn now(&self) -> Instant;
+    fn sleep(&self, wait: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// The real clock: [`Instant::now`] and tokio's timer.
+pub(crate) struct RealClock;
+
+impl Clock for RealClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep(&self, wait: Duration) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep(wait)
+    }
 }
 
 /// Everything an upstream call needs from its scorer: the connection pool, the policy's settings and its
@@ -57,32 +79,43 @@ impl Caller<'_> {
         affinity: Option<&str>,
         deadline: Instant,
     ) -> Result<Value, RemoteError> {
+        let attempt =
+            |timeout, started| self.attempt(url, body, affinity, timeout, deadline, started);
+        self.with_retries(&RealClock, deadline, attempt).await
+    }
+
+    /// The retry policy around `attempt` (one upstream call, given how long it may take and when the first
+    /// one started): each attempt holds one of the scorer's slots, 429/503 wait for their `Retry-After`,
+    /// other retryable failures back off, and nothing waits past `deadline` on `clock`.
+    async fn with_retries<C, F, Fut>(
+        &self,
+        clock: &C,
+        deadline: Instant,
+        mut attempt: F,
+    ) -> Result<Value, RemoteError>
+    where
+        C: Clock,
+        F: FnMut(Duration, Instant) -> Fut,
+        Fut: Future<Output = Attempt>,
+    {
         let name = &self.settings.name;
-        let started = Instant::now();
+        let started = clock.now();
+        let timeout = || self.timeout(clock.now().saturating_duration_since(started));
         let mut attempts = 0u32;
         loop {
             let Some(left) = deadline
-                .checked_duration_since(Instant::now())
+                .checked_duration_since(clock.now())
                 .filter(|d| !d.is_zero())
             else {
-                return Err(self.timeout(started));
+                return Err(timeout());
             };
             let permit = tokio::time::timeout(left, self.slots.acquire())
                 .await
-                .map_err(|_| self.timeout(started))?
+                .map_err(|_| timeout())?
                 .map_err(|_| self.unreachable("the remote scorer is shut down"))?;
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(clock.now());
             attempts += 1;
-            let outcome = self
-                .attempt(
-                    url,
-                    body,
-                    affinity,
-                    left.min(self.settings.timeout),
-                    deadline,
-                    started,
-                )
-                .await;
+            let outcome = attempt(left.min(self.settings.timeout), started).await;
             drop(permit);
             let (error, wait) = match outcome {
                 Attempt::Done(v) => return Ok(v),
@@ -93,14 +126,14 @@ impl Caller<'_> {
                 return Err(exhausted(error, attempts));
             }
             let wait = wait.unwrap_or_else(|| backoff(attempts - 1));
-            if Instant::now() + wait >= deadline {
+            if clock.now() + wait >= deadline {
                 // The wait alone would pass the deadline: the last error is the answer.
                 return Err(exhausted(error, attempts));
             }
             metrics::counter!("llama_scorer_remote_retries_total", "remote" => name.clone())
                 .increment(1);
             tracing::debug!(remote = %name, attempt = attempts, ?wait, error = %error, "retrying upstream call");
-            tokio::time::sleep(wait).await;
+            clock.sleep(wait).await;
         }
     }
 
@@ -152,7 +185,7 @@ impl Caller<'_> {
         match result {
             Ok((status, retry_after, text)) => self.classify(status, retry_after, &text),
             Err(e) if e.is_timeout() => {
-                let error = self.timeout(started);
+                let error = self.timeout(started.elapsed());
                 if Instant::now() >= deadline {
                     Attempt::Final(error)
                 } else {
@@ -231,10 +264,10 @@ impl Caller<'_> {
         }
     }
 
-    fn timeout(&self, started: Instant) -> RemoteError {
+    fn timeout(&self, waited: Duration) -> RemoteError {
         RemoteError::Timeout {
             remote: self.settings.name.clone(),
-            waited: started.elapsed(),
+            waited,
         }
     }
 
@@ -373,6 +406,166 @@ mod tests {
             assert!(b >= full / 2 && b <= full, "{n}: {b:?}");
         }
         assert!(backoff(30) <= MAX_BACKOFF);
+    }
+
+    /// Virtual time: `sleep` returns at once and moves `now` on by the wait.
+    struct VirtualClock {
+        start: Instant,
+        elapsed: std::sync::Mutex<Duration>,
+    }
+
+    impl VirtualClock {
+        fn new() -> VirtualClock {
+            VirtualClock {
+                start: Instant::now(),
+                elapsed: std::sync::Mutex::new(Duration::ZERO),
+            }
+        }
+
+        fn elapsed(&self) -> Duration {
+            *self.elapsed.lock().unwrap()
+        }
+    }
+
+    impl Clock for VirtualClock {
+        fn now(&self) -> Instant {
+            self.start + self.elapsed()
+        }
+
+        fn sleep(&self, wait: Duration) -> impl Future<Output = ()> + Send {
+            *self.elapsed.lock().unwrap() += wait;
+            std::future::ready(())
+        }
+    }
+
+    /// Runs the retry loop on a virtual clock with `max_retries` and a per-attempt `timeout`, `attempt`
+    /// scripting each attempt's outcome from its number (0-based), the clock, the time it may take and the
+    /// deadline. Returns the result, the attempts made and the virtual time that passed.
+    fn run(
+        max_retries: u32,
+        timeout: Duration,
+        within: Duration,
+        attempt: impl Fn(usize, &VirtualClock, Duration, Instant) -> Attempt,
+    ) -> (Result<Value, RemoteError>, usize, Duration) {
+        let mut settings =
+            super::super::RemoteSettings::new("r", super::super::Provider::llama_scorer(), "m");
+        settings.max_retries = max_retries;
+        settings.timeout = timeout;
+        let client = reqwest::Client::new();
+        let slots = tokio::sync::Semaphore::new(1);
+        let caller = Caller {
+            client: &client,
+            settings: &settings,
+            slots: &slots,
+        };
+        let clock = VirtualClock::new();
+        let deadline = clock.now() + within;
+        let made = std::sync::atomic::AtomicUsize::new(0);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let result = runtime.block_on(caller.with_retries(&clock, deadline, |t, _| {
+            let n = made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(attempt(n, &clock, t, deadline))
+        }));
+        (result, made.into_inner(), clock.elapsed())
+    }
+
+    fn overloaded(retry_after: Option<Duration>) -> Attempt {
+        Attempt::Retry {
+            error: RemoteError::Overloaded {
+                remote: "r".into(),
+                status: 429,
+                attempts: 0,
+                retry_after,
+            },
+            wait: retry_after,
+        }
+    }
+
+    #[test]
+    fn a_retry_after_is_waited_out_then_the_call_succeeds() {
+        let second = Duration::from_secs(1);
+        let (result, made, waited) = run(
+            3,
+            Duration::from_secs(5),
+            Duration::from_secs(10),
+            |n, _, _, _| match n {
+                0 => overloaded(Some(second)),
+                _ => Attempt::Done(serde_json::json!({"ok": true})),
+            },
+        );
+        assert_eq!(result.unwrap(), serde_json::json!({"ok": true}));
+        assert_eq!((made, waited), (2, second));
+    }
+
+    #[test]
+    fn a_retry_after_past_the_deadline_is_not_waited_for() {
+        let (result, made, waited) = run(
+            3,
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+            |_, _, _, _| overloaded(Some(Duration::from_secs(30))),
+        );
+        match result.unwrap_err() {
+            RemoteError::Overloaded {
+                attempts,
+                retry_after,
+                ..
+            } => assert_eq!((attempts, retry_after), (1, Some(Duration::from_secs(30)))),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((made, waited), (1, Duration::ZERO));
+    }
+
+    #[test]
+    fn other_failures_back_off_until_the_retries_run_out() {
+        let (result, made, waited) = run(
+            2,
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+            |_, _, _, _| Attempt::Retry {
+                error: RemoteError::Unreachable {
+                    remote: "r".into(),
+                    message: "refused".into(),
+                },
+                wait: None,
+            },
+        );
+        assert!(
+            matches!(result, Err(RemoteError::Unreachable { .. })),
+            "{result:?}"
+        );
+        assert_eq!(made, 3);
+        // Two backoffs, each jittered to 50–100 % of 100 ms, then 200 ms.
+        let (least, most) = (BASE_BACKOFF / 2 + BASE_BACKOFF, BASE_BACKOFF * 3);
+        assert!(waited >= least && waited <= most, "{waited:?}");
+    }
+
+    #[test]
+    fn attempts_that_time_out_are_retried_until_the_deadline() {
+        let per_attempt = Duration::from_millis(300);
+        let within = Duration::from_millis(1500);
+        let (result, made, waited) = run(10, per_attempt, within, |_, clock, t, deadline| {
+            // The upstream never answers: the attempt takes all the time it is given.
+            *clock.elapsed.lock().unwrap() += t;
+            let error = RemoteError::Timeout {
+                remote: "r".into(),
+                waited: clock.elapsed(),
+            };
+            if clock.now() >= deadline {
+                Attempt::Final(error)
+            } else {
+                Attempt::Retry { error, wait: None }
+            }
+        });
+        assert!(
+            matches!(result, Err(RemoteError::Timeout { .. })),
+            "{result:?}"
+        );
+        assert!(made >= 3, "{made} attempts");
+        assert!(waited <= within, "{waited:?}");
     }
 
     #[test]
