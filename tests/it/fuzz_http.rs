@@ -1,4 +1,4 @@
-//! Fuzzing the request bodies of every POST endpoint against the real server on SmolLM2 (issue 14.5):
+//! Fuzzing the request bodies of every POST endpoint against the real server on SmolLM2:
 //! valid requests, mutated (wrong types, extra and missing fields, extreme numbers, token ids out of the
 //! vocabulary, deep nesting, hostile text) and then, now and then, damaged as bytes (truncated, invalid
 //! UTF-8, duplicate keys, NaN). Every answer must be a 2xx, or a 4xx in the error shape naming a field that

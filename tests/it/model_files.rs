@@ -1,4 +1,4 @@
-//! Model files that are not what they claim (issue 14.2). Damaged copies of the real test models stop
+//! Model files that are not what they claim. Damaged copies of the real test models stop
 //! `serve` and `score` with one line naming the policy and the file, a non-zero exit, promptly and never
 //! by a signal. A model file deleted after start-up goes on being served from its mapping; one truncated
 //! in place is survived with `--no-mmap`, and explained when mapped.

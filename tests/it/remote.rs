@@ -1,4 +1,4 @@
-//! Remote policies (issue 11): the remote scorer against a fault-injecting upstream written here, and
+//! Remote policies: the remote scorer against a fault-injecting upstream written here, and
 //! against this project's own binary serving all three wire formats.
 
 use std::sync::Arc;

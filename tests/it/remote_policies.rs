@@ -1,4 +1,4 @@
-//! Remote policies end to end (issue 11): a front llama-scorer whose configuration mixes a local policy with
+//! Remote policies end to end: a front llama-scorer whose configuration mixes a local policy with
 //! remote ones served by a second llama-scorer process (the upstream, through all three providers). The
 //! front's answers are checked against the upstream's own answers and against the front's local policy on
 //! the same model file (an independent computation of the same numbers in another process).

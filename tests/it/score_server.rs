@@ -1,4 +1,4 @@
-//! `score --server URL` (issue 12): scoring through a running llama-scorer gives the in-process run's output
+//! `score --server URL`: scoring through a running llama-scorer gives the in-process run's output
 //! bit for bit, and a server that dies mid-run costs retries — never a lost or duplicated line.
 
 use std::path::Path;

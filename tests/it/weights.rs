@@ -1,4 +1,4 @@
-//! Several policies per request and log-ratios against a base (issue 13 part 1): every (item, policy)
+//! Several policies per request and log-ratios against a base: every (item, policy)
 //! result equals the separate single-policy request bit for bit, and each log-ratio equals the difference
 //! of those separate answers — checked against the single-policy path, not against the code that adds them.
 

@@ -1,4 +1,4 @@
-//! Generators of hostile user input for the property tests of the parsers (issue 14.5): text that looks
+//! Generators of hostile user input for the property tests of the parsers: text that looks
 //! like Jinja, control-token strings, NUL and other control characters, bidi and BOM marks, multi-byte
 //! characters, and now and then very long strings. Test-only: included with `#[path]` by the unit tests of
 //! the crates that parse user input and by the integration tests, each using some of it.

@@ -269,7 +269,7 @@ mod tests {
     }
 
     mod fuzz {
-        //! Property tests (issue 14.5): any messages — Jinja-looking text, NUL, control and Unicode
+        //! Property tests: any messages — Jinja-looking text, NUL, control and Unicode
         //! whitespace characters, long strings, any role — render as Hugging Face's Jinja2 would, written
         //! out here by hand for each template, or fail with the template's own error; never a panic.
 

@@ -280,7 +280,7 @@ pub fn fields_of<'de, T: serde::Deserialize<'de>>() -> &'static [&'static str] {
 
 #[cfg(test)]
 mod fuzz {
-    //! Property tests (issue 14.5): item parsing never panics, and accepts or refuses exactly as the wire
+    //! Property tests: item parsing never panics, and accepts or refuses exactly as the wire
     //! contract says — written out here on its own, not read off serde's derive — naming the field.
 
     use std::collections::HashSet;

@@ -146,7 +146,7 @@ mod tests {
     }
 
     mod fuzz {
-        //! Property tests (issue 14.5): the numeric rules over all inputs, NaN and infinities included,
+        //! Property tests: the numeric rules over all inputs, NaN and infinities included,
         //! against their documented meaning.
 
         use proptest::prelude::*;

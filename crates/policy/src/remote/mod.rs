@@ -1,4 +1,4 @@
-//! Remote policies (issue 11): scoring through another server's API — another llama-scorer (native
+//! Remote policies: scoring through another server's API — another llama-scorer (native
 //! `/v1/logprobs`, numbers passed through bit for bit) or a Fireworks/OpenAI completions endpoint (echo +
 //! logprobs, exact only when a token edge falls at the prompt/response boundary). Beside the engine,
 //! free of HTTP-framework types: the API layer maps [`RemoteError`] to statuses.

@@ -1,4 +1,4 @@
-//! One upstream POST with the retry policy of issue 11, all inside the request's deadline: 429/503 wait
+//! One upstream POST with its retry policy, all inside the request's deadline: 429/503 wait
 //! for `Retry-After`, connection errors and other 5xx back off exponentially with jitter, other 4xx are
 //! final. Classifies every outcome into a [`RemoteError`] and counts it in metrics.
 

@@ -380,7 +380,7 @@ impl LogprobsMode {
 
 #[cfg(test)]
 mod fuzz {
-    //! Property tests (issue 14.5): the compatibility bodies are read or refused as their field types say
+    //! Property tests: the compatibility bodies are read or refused as their field types say
     //! (the types written out here, not read off the structs), naming the field; `logprobs` and
     //! `top_logprobs` combine as OpenAI documents.
 
