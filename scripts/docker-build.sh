@@ -55,6 +55,19 @@ forget_other_cuda_architectures() {
   done
 }
 
+# After a build, every llama.cpp build folder records the CUDA architectures it was configured with, so that
+# the next build with the same ones (a cached rebuild) does not reconfigure it. (A cold build has no folder
+# when forget_other_cuda_architectures runs; without this a cached rebuild dropped its CMake cache, and then
+# llama-cpp-sys-2's build script did not find llama.cpp's common library: seen once, not yet understood.)
+record_cuda_architectures() {
+  [ -n "${CMAKE_CUDA_ARCHITECTURES:-}" ] || return 0
+  local build
+  for build in "${CARGO_TARGET_DIR:-target}"/release/build/llama-cpp-sys-2-*/out/build; do
+    [ -d "$build" ] && echo "$CMAKE_CUDA_ARCHITECTURES" > "$build/.cuda-architectures"
+  done
+  return 0
+}
+
 cmd_build() {
   local features=${1:-}
   local args=(build --release --locked)
@@ -63,6 +76,7 @@ cmd_build() {
   forget_other_cuda_architectures
   log "cargo ${args[*]} (target dir ${CARGO_TARGET_DIR:-target})"
   cargo "${args[@]}"
+  record_cuda_architectures
 }
 
 # The llama-cpp-sys-2 build output of the newest build in the target dir that made shared libraries.
