@@ -210,7 +210,7 @@ slurm-test-if-engine: models build
 fresh-machine-check:
 	scripts/fresh-machine-check.sh
 
-## llama-scorer:cuda from docker/Dockerfile.cuda for CUDA_ARCHITECTURES (default 89), FROM local bases of Debian's
+## llama-scorer:cuda from docker/Dockerfile.cuda for CUDA_ARCHITECTURES (default 90), FROM local bases of Debian's
 ## CUDA 11.8 toolkit where no nvidia/cuda image can be pulled; DIST=dir also copies the portable tree out.
 ## Long (nvcc on 2 cores): not part of `make test`.
 cuda-image:

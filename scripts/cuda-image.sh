@@ -3,14 +3,12 @@
 # stand-ins made of Debian's CUDA 11.8 toolkit (scripts/docker-base-images.sh --cuda), passed as build arguments.
 # A user who can pull nvidia/cuda runs the plain `docker build` of docker/Dockerfile.cuda's header instead.
 #
-#   scripts/cuda-image.sh                     bases (when absent), then llama-scorer:cuda for CUDA_ARCHITECTURES=89:
-#                                             L4/RTX 40 natively, H100/H200 through its PTX (JIT-compiled by the
-#                                             driver at first load). sm_90 itself does not compile with CUDA 11.8:
-#                                             the vendored llama.cpp enables Hopper's programmatic dependent launch
-#                                             for CUDA >= 11.8, but 11.8's headers lack its device functions
-#                                             (cudaGridDependencySynchronize); llama.cpp uses it only for kernels
-#                                             whose PTX is >= 9.0, so the 89 PTX runs on Hopper without it
-#   CUDA_ARCHITECTURES="80;86;89" scripts/cuda-image.sh      more GPU generations (one nvcc pass each)
+#   scripts/cuda-image.sh                     bases (when absent), then llama-scorer:cuda for CUDA_ARCHITECTURES=90
+#                                             (H100/H200). CUDA 11.8 lacks two device functions of Hopper's
+#                                             programmatic dependent launch that the vendored llama.cpp calls in
+#                                             sm_90 code; scripts/docker-build.sh pre-includes them from
+#                                             docker/cuda-11-pdl.h (the PTX instructions CUDA 12 defines them as)
+#   CUDA_ARCHITECTURES="80;86;89;90" scripts/cuda-image.sh   more GPU generations (one nvcc pass each; 89: L4, RTX 40)
 #   DIST=target/cuda-dist scripts/cuda-image.sh              also copy the image's portable tree out (the binary,
 #                                                            llama.cpp's libraries, libggml-cuda.so beside the
 #                                                            CPU variants)
@@ -26,7 +24,7 @@ cd "$(dirname "$0")/.."
 log() { echo "[cuda-image] $*" >&2; }
 
 IMAGE=${IMAGE:-llama-scorer:cuda}
-CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-89}
+CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90}
 BUILD_JOBS=${BUILD_JOBS:-}
 BUILD_NICE=${BUILD_NICE:-10}
 LOG_DIR=${LOG_DIR:-target/cuda-image}

@@ -68,11 +68,26 @@ record_cuda_architectures() {
   return 0
 }
 
+# CUDA 11.8 (Debian's toolkit, which the stand-in CUDA bases carry) lacks the two device functions of Hopper's
+# programmatic dependent launch that llama.cpp calls in sm_90 code, so sm_90 did not compile: pre-include them
+# into every CUDA source (docker/cuda-11-pdl.h says what they are). Nothing changes with CUDA 12 or newer.
+cuda_11_compat() {
+  [[ "${1:-}" == *cuda* ]] && command -v nvcc > /dev/null 2>&1 || return 0
+  local major shim
+  major=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
+  { [ -n "$major" ] && [ "$major" -lt 12 ]; } || return 0
+  shim=$(cd "$(dirname "$0")/.." && pwd)/docker/cuda-11-pdl.h
+  [ -f "$shim" ] || { log "$shim missing: needed to build sm_90 with CUDA $major"; exit 1; }
+  export CMAKE_CUDA_FLAGS="${CMAKE_CUDA_FLAGS:+$CMAKE_CUDA_FLAGS }-include $shim"
+  log "CUDA $major: pre-including $shim (programmatic dependent launch's device functions)"
+}
+
 cmd_build() {
   local features=${1:-}
   local args=(build --release --locked)
   [ -z "$features" ] || args+=(--features "$features")
   [ -z "${BUILD_JOBS:-}" ] || args+=(--jobs "$BUILD_JOBS")
+  cuda_11_compat "$features"
   forget_other_cuda_architectures
   log "cargo ${args[*]} (target dir ${CARGO_TARGET_DIR:-target})"
   cargo "${args[@]}"
