@@ -14,7 +14,7 @@ use crate::engine::{CacheSettings, EngineSettings, PolicySettings};
 use crate::remote::{ApiKey, Provider, RemoteSettings};
 use crate::request_policy::check_temperature;
 use crate::served::{RemotePolicySettings, ServedSettings};
-use crate::server::ServerSettings;
+use crate::server::{HttpSettings, ServerSettings};
 
 /// Default decode chunk (llama.cpp `n_batch` = `n_ubatch`). Part of the decode schedule, so it changes numbers.
 pub const DEFAULT_DECODE_CHUNK: u32 = 512;
@@ -124,36 +124,17 @@ struct PolicyEntry {
 /// A validated policy (the engine's own type: config validates, the engine consumes).
 pub type PolicyConfig = PolicySettings;
 
-/// Everything the server needs to start.
+/// Everything a run needs: the HTTP front's settings, the engine's and the policies.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub host: String,
-    pub port: u16,
+    /// Where to listen, and the HTTP layer's limits and access rules.
+    pub http: HttpSettings,
     pub threads: usize,
     pub queue_size: usize,
-    pub max_batch_items: usize,
     /// Decode chunk in tokens (see [`ServerSection::decode_chunk`]).
     pub decode_chunk: u32,
     pub parallel: usize,
     pub prefix_cache_bytes: u64,
-    pub max_body_bytes: usize,
-    pub request_timeout_secs: u64,
-    pub max_concurrent_requests: usize,
-    pub shutdown_timeout_secs: u64,
-    /// Accepted bearer keys (empty: authentication off).
-    pub api_keys: Vec<String>,
-    /// Browser origins allowed besides the server's own (empty: same-origin only).
-    pub allowed_origins: Vec<String>,
-    /// Seconds a started request head may take (see [`ServerSection::header_read_timeout_secs`]).
-    pub header_read_timeout_secs: u64,
-    /// Seconds an idle keep-alive connection is kept.
-    pub idle_timeout_secs: u64,
-    /// Seconds a request body may take to arrive (408 past it).
-    pub body_timeout_secs: u64,
-    /// Connections open at once, before the open-files clamp.
-    pub max_connections: usize,
-    /// Extra `Host` names answered on a loopback bind (`*`: the check is off).
-    pub allowed_hosts: Vec<String>,
     /// Model files are mapped into memory (shared with the page cache; a file truncated in place while in
     /// use kills the process with SIGBUS) rather than read into it.
     pub mmap: bool,
@@ -221,21 +202,8 @@ impl Config {
     /// The HTTP server's settings: where to listen, what to serve and every limit.
     pub fn server_settings(&self) -> ServerSettings {
         ServerSettings {
-            host: self.host.clone(),
-            port: self.port,
+            http: self.http.clone(),
             served: self.served_settings(),
-            max_batch_items: self.max_batch_items,
-            max_body_bytes: self.max_body_bytes,
-            request_timeout_secs: self.request_timeout_secs,
-            max_concurrent_requests: self.max_concurrent_requests,
-            shutdown_timeout_secs: self.shutdown_timeout_secs,
-            api_keys: self.api_keys.clone(),
-            allowed_origins: self.allowed_origins.clone(),
-            header_read_timeout_secs: self.header_read_timeout_secs,
-            idle_timeout_secs: self.idle_timeout_secs,
-            body_timeout_secs: self.body_timeout_secs,
-            max_connections: self.max_connections,
-            allowed_hosts: self.allowed_hosts.clone(),
         }
     }
 
@@ -347,15 +315,51 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let o = &overrides.server;
         let cfg = Config {
-            host: o
-                .host
-                .clone()
-                .or(file.host)
-                .unwrap_or_else(|| "127.0.0.1".into()),
-            port: o.port.or(file.port).unwrap_or(8080),
+            http: HttpSettings {
+                host: o
+                    .host
+                    .clone()
+                    .or(file.host)
+                    .unwrap_or_else(|| "127.0.0.1".into()),
+                port: o.port.or(file.port).unwrap_or(8080),
+                max_batch_items: o.max_batch_items.or(file.max_batch_items).unwrap_or(256),
+                max_body_bytes: o
+                    .max_body_bytes
+                    .or(file.max_body_bytes)
+                    .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+                request_timeout_secs: o
+                    .request_timeout_secs
+                    .or(file.request_timeout_secs)
+                    .unwrap_or(600),
+                max_concurrent_requests: o
+                    .max_concurrent_requests
+                    .or(file.max_concurrent_requests)
+                    .unwrap_or(1024),
+                shutdown_timeout_secs: o
+                    .shutdown_timeout_secs
+                    .or(file.shutdown_timeout_secs)
+                    .unwrap_or(30),
+                api_keys: o.api_keys.clone().or(file.api_keys).unwrap_or_default(),
+                allowed_origins: o
+                    .allowed_origins
+                    .clone()
+                    .or(file.allowed_origins)
+                    .unwrap_or_default(),
+                header_read_timeout_secs: o
+                    .header_read_timeout_secs
+                    .or(file.header_read_timeout_secs)
+                    .unwrap_or(30),
+                idle_timeout_secs: o.idle_timeout_secs.or(file.idle_timeout_secs).unwrap_or(75),
+                body_timeout_secs: o.body_timeout_secs.or(file.body_timeout_secs).unwrap_or(60),
+                max_connections: o.max_connections.or(file.max_connections).unwrap_or(1024),
+                allowed_hosts: o
+                    .allowed_hosts
+                    .clone()
+                    .or(file.allowed_hosts)
+                    .unwrap_or_default(),
+            },
             threads: o.threads.or(file.threads).unwrap_or_else(default_threads),
             queue_size: o.queue_size.or(file.queue_size).unwrap_or(1024),
-            max_batch_items: o.max_batch_items.or(file.max_batch_items).unwrap_or(256),
             decode_chunk: o
                 .decode_chunk
                 .or(file.decode_chunk)
@@ -365,41 +369,7 @@ impl Config {
                 .prefix_cache_bytes
                 .or(file.prefix_cache_bytes)
                 .unwrap_or(DEFAULT_PREFIX_CACHE_BYTES),
-            max_body_bytes: o
-                .max_body_bytes
-                .or(file.max_body_bytes)
-                .unwrap_or(DEFAULT_MAX_BODY_BYTES),
-            request_timeout_secs: o
-                .request_timeout_secs
-                .or(file.request_timeout_secs)
-                .unwrap_or(600),
-            max_concurrent_requests: o
-                .max_concurrent_requests
-                .or(file.max_concurrent_requests)
-                .unwrap_or(1024),
-            shutdown_timeout_secs: o
-                .shutdown_timeout_secs
-                .or(file.shutdown_timeout_secs)
-                .unwrap_or(30),
-            api_keys: o.api_keys.clone().or(file.api_keys).unwrap_or_default(),
-            allowed_origins: o
-                .allowed_origins
-                .clone()
-                .or(file.allowed_origins)
-                .unwrap_or_default(),
             mmap: o.mmap.or(file.mmap).unwrap_or(true),
-            header_read_timeout_secs: o
-                .header_read_timeout_secs
-                .or(file.header_read_timeout_secs)
-                .unwrap_or(30),
-            idle_timeout_secs: o.idle_timeout_secs.or(file.idle_timeout_secs).unwrap_or(75),
-            body_timeout_secs: o.body_timeout_secs.or(file.body_timeout_secs).unwrap_or(60),
-            max_connections: o.max_connections.or(file.max_connections).unwrap_or(1024),
-            allowed_hosts: o
-                .allowed_hosts
-                .clone()
-                .or(file.allowed_hosts)
-                .unwrap_or_default(),
             cache: CacheSettings {
                 max_bytes: overrides
                     .cache
@@ -427,23 +397,27 @@ impl Config {
         if self.queue_size == 0 {
             return Err(err("server.queue_size must be at least 1"));
         }
-        if self.request_timeout_secs == 0 {
+        if self.http.request_timeout_secs == 0 {
             return Err(err("server.request_timeout_secs must be at least 1"));
         }
-        if self.max_concurrent_requests == 0 {
+        if self.http.max_concurrent_requests == 0 {
             return Err(err("server.max_concurrent_requests must be at least 1"));
         }
         for (name, v) in [
-            ("header_read_timeout_secs", self.header_read_timeout_secs),
-            ("idle_timeout_secs", self.idle_timeout_secs),
-            ("body_timeout_secs", self.body_timeout_secs),
-            ("max_connections", self.max_connections as u64),
+            (
+                "header_read_timeout_secs",
+                self.http.header_read_timeout_secs,
+            ),
+            ("idle_timeout_secs", self.http.idle_timeout_secs),
+            ("body_timeout_secs", self.http.body_timeout_secs),
+            ("max_connections", self.http.max_connections as u64),
         ] {
             if v == 0 {
                 return Err(err(format!("server.{name} must be at least 1")));
             }
         }
         if let Some(h) = self
+            .http
             .allowed_hosts
             .iter()
             .find(|h| h.trim().is_empty() || h.contains(['/', ' ', '@']))
@@ -461,19 +435,20 @@ impl Config {
                 "cache.ttl_seconds must be at least 1 (omit it for no expiry)",
             ));
         }
-        if self.max_batch_items == 0 {
+        if self.http.max_batch_items == 0 {
             return Err(err("server.max_batch_items must be at least 1"));
         }
-        if self.max_batch_items > self.queue_size {
+        if self.http.max_batch_items > self.queue_size {
             return Err(err(format!(
                 "server.max_batch_items ({}) exceeds server.queue_size ({}): such a batch could never be queued",
-                self.max_batch_items, self.queue_size
+                self.http.max_batch_items, self.queue_size
             )));
         }
-        if self.api_keys.iter().any(|k| k.trim().is_empty()) {
+        if self.http.api_keys.iter().any(|k| k.trim().is_empty()) {
             return Err(err("server.api_keys: keys must not be empty"));
         }
         if let Some(o) = self
+            .http
             .allowed_origins
             .iter()
             .find(|o| crate::request_policy::normalize_origin(o).is_none())

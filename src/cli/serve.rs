@@ -212,21 +212,27 @@ mod tests {
         let cfg = Config::with_defaults(Vec::new());
         let mib = |b: u64| format!("{} MiB", b >> 20);
         let cases = [
-            ("--host", cfg.host.clone()),
-            ("--port", cfg.port.to_string()),
+            ("--host", cfg.http.host.clone()),
+            ("--port", cfg.http.port.to_string()),
             ("--queue-size", cfg.queue_size.to_string()),
-            ("--max-batch-items", cfg.max_batch_items.to_string()),
+            ("--max-batch-items", cfg.http.max_batch_items.to_string()),
             ("--decode-chunk", cfg.decode_chunk.to_string()),
             ("--parallel", cfg.parallel.to_string()),
             ("--prefix-cache-bytes", mib(cfg.prefix_cache_bytes)),
             ("--cache-bytes", mib(cfg.cache.max_bytes)),
-            ("--max-body-bytes", mib(cfg.max_body_bytes as u64)),
-            ("--request-timeout", cfg.request_timeout_secs.to_string()),
+            ("--max-body-bytes", mib(cfg.http.max_body_bytes as u64)),
+            (
+                "--request-timeout",
+                cfg.http.request_timeout_secs.to_string(),
+            ),
             (
                 "--max-concurrent-requests",
-                cfg.max_concurrent_requests.to_string(),
+                cfg.http.max_concurrent_requests.to_string(),
             ),
-            ("--shutdown-timeout", cfg.shutdown_timeout_secs.to_string()),
+            (
+                "--shutdown-timeout",
+                cfg.http.shutdown_timeout_secs.to_string(),
+            ),
         ];
         for (flag, value) in cases {
             assert_eq!(stated_default(&help, flag), value, "{flag}");

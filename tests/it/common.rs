@@ -50,7 +50,7 @@ pub fn policy(name: &str, path: PathBuf) -> PolicyConfig {
 pub fn base_config(policies: Vec<PolicyConfig>) -> Config {
     // The server's own defaults, with a free port and smaller caches.
     let mut cfg = Config::with_defaults(policies);
-    cfg.port = 0;
+    cfg.http.port = 0;
     cfg.prefix_cache_bytes = 64 << 20;
     cfg.cache.max_bytes = 64 << 20;
     cfg
@@ -354,15 +354,19 @@ pub fn succeeded(out: &Output) -> String {
     stderr
 }
 
-/// The policy ids `/v1/models` lists, in its order.
-pub fn model_ids(base: &str) -> Vec<String> {
-    let models: Value = client()
-        .get(format!("{base}/v1/models"))
+/// The JSON body of `GET base+path`.
+pub fn get_json(base: &str, path: &str) -> Value {
+    client()
+        .get(format!("{base}{path}"))
         .send()
         .unwrap()
         .json()
-        .unwrap();
-    models["data"]
+        .unwrap()
+}
+
+/// The policy ids `/v1/models` lists, in its order.
+pub fn model_ids(base: &str) -> Vec<String> {
+    get_json(base, "/v1/models")["data"]
         .as_array()
         .unwrap()
         .iter()

@@ -469,7 +469,7 @@ fn models_are_listed_in_the_openai_format_with_fireworks_fields() {
 #[test]
 fn api_keys_guard_every_route_but_health() {
     let mut cfg = base_config(vec![policy("p", smol_path())]);
-    cfg.api_keys = vec!["secret-1".into(), "secret-2".into()];
+    cfg.http.api_keys = vec!["secret-1".into(), "secret-2".into()];
     let base = spawn_server(cfg);
     let send = |path: &str, key: Option<&str>| -> u16 {
         let body = if path.ends_with("logprobs") {

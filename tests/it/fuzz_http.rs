@@ -43,8 +43,8 @@ fn fuzz_server() -> &'static str {
         system.n_ctx = Some(64);
         system.system_prompt = Some("Be brief.".into());
         let mut cfg = base_config(vec![plain, system]);
-        cfg.max_batch_items = 4;
-        cfg.max_body_bytes = 256 << 10;
+        cfg.http.max_batch_items = 4;
+        cfg.http.max_body_bytes = 256 << 10;
         spawn_server(cfg)
     })
 }

@@ -88,7 +88,7 @@ fn read_answer(conn: &mut std::io::BufReader<std::net::TcpStream>) -> Option<Str
 fn answers_that_leave_the_body_unread_say_connection_close() {
     use std::io::Write;
     let mut cfg = base_config(vec![policy("p", smol_path())]);
-    cfg.api_keys = vec!["k".into()];
+    cfg.http.api_keys = vec!["k".into()];
     let base = spawn_server(cfg);
     let addr = base.trim_start_matches("http://");
     let body = r#"{"model": "p", "prompt": "a", "response": "b"}"#;

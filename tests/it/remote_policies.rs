@@ -10,8 +10,8 @@ use std::process::Stdio;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Running, binary, client, free_port, model_ids, post_to, ready, score_run, serve_on, serve_with,
-    smol_path, write_config,
+    Running, binary, client, free_port, get_json, model_ids, post_to, ready, score_run, serve_on,
+    serve_with, smol_path, write_config,
 };
 
 /// The key the front sends upstream; it must never show in what the front says.
@@ -251,6 +251,37 @@ fn remote_policies_answer_as_their_upstreams_do() {
         "{metrics}"
     );
     assert!(!metrics.contains(FRONT_KEY));
+
+    // The tokenizer routes serve a local policy's tokenizer and refuse a remote one's, naming `model`;
+    // `/v1/models` gives a context length and fingerprint only where they are known here.
+    let (code, tokens) = post_to(
+        base,
+        "/tokenize",
+        &json!({"model": "local", "prompt": "Hi"}),
+    );
+    assert_eq!(code, 200, "{tokens}");
+    for route in ["/tokenize", "/detokenize"] {
+        let body = if route == "/tokenize" {
+            json!({"model": "fw", "prompt": "Hi"})
+        } else {
+            json!({"model": "fw", "tokens": [1]})
+        };
+        let (code, refused) = post_to(base, route, &body);
+        assert_eq!(code, 400, "{route}: {refused}");
+        assert_eq!(refused["error"]["param"], "model", "{route}: {refused}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("remote fireworks API"),
+            "{route}: {refused}"
+        );
+    }
+    for entry in get_json(base, "/v1/models")["data"].as_array().unwrap() {
+        let local = entry["id"] == "local";
+        assert_eq!(entry["context_length"].is_u64(), local, "{entry}");
+        assert_eq!(entry["system_fingerprint"].is_string(), local, "{entry}");
+    }
 }
 
 #[test]

@@ -15,14 +15,22 @@ use crate::engine::{Engine, EngineGuard, LoadProgress, StartupError};
 use crate::listener::{self, ConnLimits, nofile};
 use crate::served::ServedSettings;
 
-/// Everything the server needs to start, in its own terms (the configuration layer builds it): where to
-/// listen, what to serve, and the limits of requests and connections.
+/// Everything the server needs to start, in its own terms (the configuration layer builds it): what to
+/// serve, and where to listen with which limits.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    pub host: String,
-    pub port: u16,
+    /// Where to listen, and the limits of requests and connections.
+    pub http: HttpSettings,
     /// The engine, the local and remote policies, and their order.
     pub served: ServedSettings,
+}
+
+/// The HTTP front's address, request and connection limits and access rules: the `server:` keys that are
+/// the HTTP layer's, held once here and embedded in the configuration as they are.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub host: String,
+    pub port: u16,
     /// Largest `items` list (and compat fan-out) a single request may carry.
     pub max_batch_items: usize,
     pub max_body_bytes: usize,
@@ -63,9 +71,9 @@ impl Server {
     /// answers from the moment it is called, with 503 `loading` until the models are in.
     pub async fn start(settings: impl Into<ServerSettings>) -> anyhow::Result<Server> {
         let cfg: ServerSettings = settings.into();
-        let listener = listener::bind(&cfg.host, cfg.port)
+        let listener = listener::bind(&cfg.http.host, cfg.http.port)
             .await
-            .with_context(|| format!("cannot listen on {}:{}", cfg.host, cfg.port))?;
+            .with_context(|| format!("cannot listen on {}:{}", cfg.http.host, cfg.http.port))?;
         let loopback = listener.local_addr()?.ip().is_loopback();
         let progress = LoadProgress::default();
         let settings = cfg.served.engine.clone();
@@ -74,8 +82,8 @@ impl Server {
             tokio::task::spawn_blocking(move || Engine::start_reporting(&settings, &reporting));
         Ok(Server {
             listener,
-            limits: http_limits(&cfg, loopback),
-            connections: connection_limits(&cfg),
+            limits: http_limits(&cfg.http, loopback),
+            connections: connection_limits(&cfg.http),
             progress,
             loading,
             cfg,
@@ -129,7 +137,7 @@ impl Server {
         let _ = state_slot.set(state.clone());
         starting.finish(router(state, self.limits));
         tracing::info!("models loaded: serving");
-        let deadline = Duration::from_secs(self.cfg.shutdown_timeout_secs);
+        let deadline = Duration::from_secs(self.cfg.http.shutdown_timeout_secs);
         let give_up = async move {
             if draining.await.is_ok() {
                 tokio::time::sleep(deadline).await;
@@ -163,14 +171,14 @@ fn app_state(cfg: &ServerSettings, engine: Arc<Engine>) -> anyhow::Result<Arc<Ap
     Ok(Arc::new(AppState {
         engine,
         policies: Arc::new(policies),
-        request_timeout: Duration::from_secs(cfg.request_timeout_secs),
-        max_batch_items: cfg.max_batch_items,
+        request_timeout: Duration::from_secs(cfg.http.request_timeout_secs),
+        max_batch_items: cfg.http.max_batch_items,
         ready: AtomicBool::new(true),
     }))
 }
 
 /// The HTTP limits from the configuration (the Host rule depends on whether the bind is loopback).
-fn http_limits(cfg: &ServerSettings, loopback: bool) -> HttpLimits {
+fn http_limits(cfg: &HttpSettings, loopback: bool) -> HttpLimits {
     HttpLimits {
         max_body_bytes: cfg.max_body_bytes,
         request_timeout: Duration::from_secs(cfg.request_timeout_secs),
@@ -184,7 +192,7 @@ fn http_limits(cfg: &ServerSettings, loopback: bool) -> HttpLimits {
 
 /// The connection limits: the open-files soft limit is raised to the hard one, and the connection limit
 /// kept under it (a warning says when the configured one does not fit).
-fn connection_limits(cfg: &ServerSettings) -> ConnLimits {
+fn connection_limits(cfg: &HttpSettings) -> ConnLimits {
     let files = nofile::raise_to_hard();
     let max_connections = nofile::clamp(cfg.max_connections, files);
     if max_connections < cfg.max_connections {

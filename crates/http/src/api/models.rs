@@ -7,7 +7,6 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use super::{AppState, unix_time};
-use crate::served::ServedPolicy;
 
 /// Lists the served policies (the ids clients put in `model`). Only fields Fireworks' own model entry has
 /// (its strict 0.x client refuses any other; where a model runs is in `/ready`), and `system_fingerprint`,
@@ -27,9 +26,11 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
                 "supports_chat": p.supports_chat(),
             });
             // A remote policy's context length and build are the upstream's business (not known here).
-            if let ServedPolicy::Local(local) = p {
-                entry["context_length"] = json!(local.n_ctx);
-                entry["system_fingerprint"] = json!(local.system_fingerprint());
+            if let Some(n_ctx) = p.context_length() {
+                entry["context_length"] = json!(n_ctx);
+            }
+            if let Some(fingerprint) = p.system_fingerprint() {
+                entry["system_fingerprint"] = json!(fingerprint);
             }
             entry
         })

@@ -1,8 +1,8 @@
 //! The served model's tokenizer over HTTP, where evaluation harnesses look for it: `POST /tokenize`,
-//! `POST /detokenize` and `GET /tokenizer_info` at the server's root, in the request and answer shapes of
-//! vLLM (lm-eval's `local-completions` uses them instead of downloading a tokenizer from the hub) and of
-//! llama.cpp's server (lm-eval's `gguf` backend, which also reads `GET /props` for the slot count). Tokens are the ones scoring uses: control-token text is
-//! parsed as control tokens, as in a prompt.
+//! `POST /detokenize`, `GET /tokenizer_info` and `GET /props` at the server's root, in the request and
+//! answer shapes of vLLM (lm-eval's `local-completions` uses them instead of downloading a tokenizer from
+//! the hub) and of llama.cpp's server (lm-eval's `gguf` backend reads `/props` for the slot count). Parsing
+//! and writing only: the tokenizer itself is the policy layer's ([`Tokenizer`]).
 
 use std::sync::Arc;
 
@@ -15,8 +15,7 @@ use serde_json::{Value, json};
 
 use super::json::parse;
 use super::{ApiError, AppState};
-use crate::engine::{Policy, ScoreError};
-use crate::served::{ServedPolicy, prepare_where_cheapest};
+use crate::served::{Tokenizer, TokenizerInfo};
 
 /// `POST /tokenize`: vLLM's `{prompt, add_special_tokens}` or llama.cpp's `{content, add_special}`.
 #[derive(Debug, Deserialize)]
@@ -48,21 +47,12 @@ pub struct InfoQuery {
     pub model: Option<String>,
 }
 
-/// The local policy a tokenizer request names (or the only one served); a remote policy's tokenizer is
-/// not here.
-fn local_policy(state: &AppState, model: Option<&str>) -> Result<Arc<Policy>, ApiError> {
-    let served = state.policy_or_only(model)?;
-    match served {
-        ServedPolicy::Local(p) => Ok(p.clone()),
-        ServedPolicy::Remote(r) => Err(ApiError::invalid(
-            "model",
-            format!(
-                "policy `{}` is served by a remote {} API, whose tokenizer this server does not have",
-                served.name(),
-                r.provider()
-            ),
-        )),
-    }
+/// The tokenizer of the policy a request names (or of the only one served).
+fn tokenizer_of(state: &AppState, model: Option<&str>) -> Result<Tokenizer, ApiError> {
+    state
+        .policy_or_only(model)?
+        .tokenizer()
+        .map_err(|m| ApiError::invalid("model", m))
 }
 
 /// Which of the two spellings of a field was sent; both at once is an error naming the second.
@@ -88,7 +78,7 @@ pub async fn tokenize(
 ) -> Result<Json<Value>, ApiError> {
     let body_bytes = body.as_ref().map_or(0, |b| b.len());
     let req: TokenizeRequest = parse(body)?;
-    let policy = local_policy(&state, req.model.as_deref())?;
+    let tokenizer = tokenizer_of(&state, req.model.as_deref())?;
     let vllm = req.prompt.is_some();
     let text = one_of(req.prompt, req.content, "content", "prompt")?.ok_or_else(|| {
         ApiError::invalid(
@@ -103,20 +93,11 @@ pub async fn tokenize(
         "add_special_tokens",
     )?
     .unwrap_or(vllm);
-    let p = policy.clone();
-    let tokens = prepare_where_cheapest(body_bytes, move || {
-        let model = &p.model;
-        Ok::<_, ScoreError>(if add_special {
-            model.vocab.tokenize_prompt(&model.llama, &text)
-        } else {
-            model.vocab.tokenize_prompt_text(&model.llama, &text)
-        })
-    })
-    .await?;
+    let tokens = tokenizer.tokenize(text, add_special, body_bytes).await?;
     Ok(Json(json!({
         "tokens": tokens,
         "count": tokens.len(),
-        "max_model_len": policy.n_ctx,
+        "max_model_len": tokenizer.info().n_ctx,
     })))
 }
 
@@ -126,59 +107,34 @@ pub async fn detokenize(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let req: DetokenizeRequest = parse(body)?;
-    let policy = local_policy(&state, req.model.as_deref())?;
-    let vocab = &policy.model.vocab;
-    if req.tokens.len() > policy.n_ctx {
-        return Err(ApiError::invalid(
-            "tokens",
-            format!(
-                "at most the policy's context ({}) tokens, got {}",
-                policy.n_ctx,
-                req.tokens.len()
-            ),
-        ));
-    }
-    let mut bytes = Vec::new();
-    for (i, &id) in req.tokens.iter().enumerate() {
-        let id = vocab
-            .check_id(id)
-            .map_err(|m| ApiError::invalid(format!("tokens[{i}]"), m))?;
-        bytes.extend_from_slice(vocab.piece(id));
-    }
-    let text = String::from_utf8_lossy(&bytes);
+    let text = tokenizer_of(&state, req.model.as_deref())?.detokenize(&req.tokens)?;
     Ok(Json(json!({"prompt": text, "content": text})))
 }
 
-/// The local policy a `GET` route's `?model=` names (or the only one served).
-fn queried_policy(
+/// What the tokenizer of the policy a `GET` route's `?model=` names (or of the only one served) reports.
+fn queried_info(
     state: &AppState,
     query: Result<Query<InfoQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Arc<Policy>, ApiError> {
+) -> Result<TokenizerInfo, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid("", e.body_text()))?;
-    local_policy(state, q.model.as_deref())
-}
-
-/// A special token's text, `None` where the model has none.
-fn special_text(s: &str) -> Option<String> {
-    (!s.is_empty()).then(|| s.to_string())
+    Ok(tokenizer_of(state, q.model.as_deref())?.info())
 }
 
 /// Handler for `GET /props` (llama.cpp's server's properties route): the slots a client may keep busy at
-/// once (the policy's model's inference threads; lm-eval's `gguf` backend sizes its thread pool from
-/// `total_slots`), the context length, the special tokens and the chat template.
+/// once (lm-eval's `gguf` backend sizes its thread pool from `total_slots`), the context length, the
+/// special tokens and the chat template.
 pub async fn props(
     State(state): State<Arc<AppState>>,
     query: Result<Query<InfoQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let policy = queried_policy(&state, query)?;
-    let vocab = &policy.model.vocab;
+    let info = queried_info(&state, query)?;
     Ok(Json(json!({
-        "model_alias": policy.name,
-        "total_slots": policy.model.contexts(),
-        "default_generation_settings": {"n_ctx": policy.n_ctx},
-        "bos_token": vocab.bos.and_then(|_| special_text(&vocab.bos_text)),
-        "eos_token": special_text(&vocab.eos_text),
-        "chat_template": policy.chat_template_source,
+        "model_alias": info.name,
+        "total_slots": info.slots,
+        "default_generation_settings": {"n_ctx": info.n_ctx},
+        "bos_token": info.bos_text,
+        "eos_token": info.eos_text,
+        "chat_template": info.chat_template,
         "modalities": {"vision": false, "audio": false},
     })))
 }
@@ -190,17 +146,16 @@ pub async fn tokenizer_info(
     State(state): State<Arc<AppState>>,
     query: Result<Query<InfoQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let policy = queried_policy(&state, query)?;
-    let vocab = &policy.model.vocab;
+    let info = queried_info(&state, query)?;
     Ok(Json(json!({
-        "model": policy.name,
+        "model": info.name,
         "tokenizer_class": "llama.cpp",
-        "bos_token": vocab.bos.and_then(|_| special_text(&vocab.bos_text)),
-        "eos_token": special_text(&vocab.eos_text),
+        "bos_token": info.bos_text,
+        "eos_token": info.eos_text,
         "pad_token": Value::Null,
-        "add_bos_token": vocab.add_bos,
-        "chat_template": policy.chat_template_source,
-        "model_max_length": policy.n_ctx,
-        "vocab_size": vocab.len(),
+        "add_bos_token": info.add_bos,
+        "chat_template": info.chat_template,
+        "model_max_length": info.n_ctx,
+        "vocab_size": info.vocab_size,
     })))
 }

@@ -6,6 +6,7 @@ pub mod completion;
 mod prepare;
 mod remote_policy;
 mod together;
+mod tokenizer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 pub use prepare::prepare_where_cheapest;
 pub use remote_policy::{RemotePolicy, RemotePolicySettings};
 pub use together::{score_each_together, score_together};
+pub use tokenizer::{Tokenizer, TokenizerInfo};
 
 use crate::engine::{
     CacheSettings, Engine, EngineSettings, ItemInput, Policy, PolicySettings, PreparedItem,
@@ -135,6 +137,23 @@ impl ServedPolicy {
         match self {
             ServedPolicy::Local(p) => p.temperature,
             ServedPolicy::Remote(p) => p.temperature,
+        }
+    }
+
+    /// The context length in tokens; `None` for a remote policy (the upstream's business, not known here).
+    pub fn context_length(&self) -> Option<usize> {
+        match self {
+            ServedPolicy::Local(p) => Some(p.n_ctx),
+            ServedPolicy::Remote(_) => None,
+        }
+    }
+
+    /// What defines the numbers (OpenAI's `system_fingerprint`); `None` for a remote policy, whose build
+    /// is not known here.
+    pub fn system_fingerprint(&self) -> Option<&str> {
+        match self {
+            ServedPolicy::Local(p) => Some(p.system_fingerprint()),
+            ServedPolicy::Remote(_) => None,
         }
     }
 
