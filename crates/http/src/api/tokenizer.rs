@@ -97,7 +97,7 @@ pub async fn tokenize(
     Ok(Json(json!({
         "tokens": tokens,
         "count": tokens.len(),
-        "max_model_len": tokenizer.info().n_ctx,
+        "max_model_len": tokenizer.n_ctx(),
     })))
 }
 

@@ -104,6 +104,12 @@ impl Tokenizer {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
+    /// The policy's context length in tokens (what `/tokenize` reports beside every answer, without the
+    /// copies of [`Tokenizer::info`]).
+    pub fn n_ctx(&self) -> usize {
+        self.policy.n_ctx
+    }
+
     /// What the info routes report.
     pub fn info(&self) -> TokenizerInfo {
         let policy = &self.policy;
